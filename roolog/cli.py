@@ -1,0 +1,144 @@
+"""The `roolog` command: a thin Click layer over roolog.convert and roolog.explode."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+
+import click
+import pyarrow as pa
+
+from . import __version__
+from .convert import convert as run_convert
+from .errors import RoologError
+from .explode import explode as run_explode
+from .report import format_summary
+from .sources import FORMATS, ReadOptions
+
+
+class Size(click.ParamType):
+    """A byte size such as 512MB, 1GB, 1.5GiB or 1000000."""
+
+    name = "size"
+    _units = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
+        if not m:
+            self.fail(f"{value!r} is not a size like 512MB or 2GB", param, ctx)
+        return int(float(m.group(1)) * self._units[m.group(2)])
+
+
+def _fail_cleanly(fn):
+    """User mistakes and bad data: one line on stderr and the exit code from DESIGN.md, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RoologError as err:
+            click.echo(f"roolog: error: {err}", err=True)
+            sys.exit(err.exit_code)
+        except pa.ArrowException as err:
+            click.echo(f"roolog: error: {str(err).strip().splitlines()[0]}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("roolog: interrupted; the output was left unfinished (no manifest)", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def reading_options(fn):
+    """The options every command that reads raw logs shares."""
+    options = [
+        click.option("--key", "key", multiple=True, metavar="COL",
+                     help="Request key column; repeat for a composite key."),
+        click.option("--order-by", metavar="COL", help="Order impressions within a request by this column."),
+        click.option("--input-format", type=click.Choice(["auto", *FORMATS]), default="auto", show_default=True,
+                     help="Input format; auto detects it from the file name (.csv, .tsv, .jsonl, .parquet)."),
+        click.option("--delimiter", metavar="C", help="CSV/TSV field separator (default , or tab)."),
+        click.option("--null-value", "null_values", multiple=True, metavar="S",
+                     help="A CSV/TSV string read as null; repeatable."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="roolog")
+def main() -> None:
+    """roolog: store and train on recommendation logs one row per request.
+
+    Impression-level logs repeat every request-level value (user, context, history) on every item shown.
+    `roolog convert` writes one row per request instead, losslessly; `roolog explode` proves it.
+    """
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", "out", required=True, metavar="OUT", help="Output folder for the shards.")
+@reading_options
+@click.option("--schema", "schema_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Schema TOML declaring request/impression columns (trusted, but checked).")
+@click.option("--shards", type=click.IntRange(1, 100000), help="Number of output shards [default: from input size].")
+@click.option("--compression-level", type=click.IntRange(1, 22), default=3, show_default=True,
+              help="zstd level of the shards.")
+@click.option("--on-conflict", type=click.Choice(["error", "demote"]), default="error", show_default=True,
+              help="When a declared request-level column varies inside a request: fail, or store it as a list.")
+@click.option("--drop-null-keys", is_flag=True, help="Skip rows whose key is null (counted in the report).")
+@click.option("--memory-limit", type=Size(), default="1GB", show_default=True,
+              help="Memory for grouping scattered requests; bounds each spill partition.")
+@click.option("--overwrite", is_flag=True, help="Replace the shards of an existing output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's report as one JSON object on stdout.")
+@_fail_cleanly
+def convert(inputs, out, key, order_by, input_format, delimiter, null_values, schema_file, shards,
+            compression_level, on_conflict, drop_null_keys, memory_limit, overwrite, quiet, as_json):
+    """Convert impression-level logs to request-level Parquet shards.
+
+    INPUT is a file, a folder (hive key=value folders become columns) or a glob, in Parquet, CSV, TSV or
+    JSON lines, plain or .gz/.zst. Without --schema, a column is request-level iff it holds one value in
+    every request.
+
+    \b
+    Example:
+      roolog convert sample_data/impressions.parquet -o out --key request_id --order-by position
+    """
+    read = ReadOptions(input_format=input_format, delimiter=delimiter, null_values=tuple(null_values))
+    report = run_convert(list(inputs), out, key=tuple(key), order_by=order_by, schema_file=schema_file, read=read,
+                         shards=shards, compression_level=compression_level, on_conflict=on_conflict,
+                         memory_limit=memory_limit, overwrite=overwrite, drop_null_keys=drop_null_keys,
+                         progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(report))
+    if not quiet:
+        click.echo(format_summary(report), err=True)
+
+
+@main.command()
+@click.argument("out", metavar="OUT")
+@click.option("-o", "--output", "target", required=True, metavar="FILE.parquet", help="Impression-level file.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@_fail_cleanly
+def explode(out, target, as_json):
+    """Turn a converted OUT back into impression rows (the exact inverse of convert).
+
+    \b
+    Example:
+      roolog explode out -o impressions.parquet
+    """
+    summary = run_explode(out, target)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"roolog: wrote {summary['rows']:,} impression rows to {target}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,134 @@
+"""Which columns are the key, the order, request-level and impression-level: the schema file and checks."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from .errors import RoologError, UsageProblem
+from .values import KEY_TYPE_HINT, is_key_type
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class LogSchema:
+    """A schema file (DESIGN.md): key, optional order_by, request and impression columns, labels."""
+
+    key: tuple[str, ...]
+    order_by: str | None = None
+    request: tuple[str, ...] = ()
+    impression: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+
+    def to_toml(self, comments: dict[str, str] | None = None) -> str:
+        comments = comments or {}
+
+        def names(xs) -> str:
+            return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
+
+        def column_list(name: str, cols) -> list[str]:
+            if not any(c in comments for c in cols):
+                return [f"{name} = {names(cols)}"]
+            rows = [f"{name} = ["]
+            rows += [f'    "{c}",' + (f"  # {comments[c]}" if c in comments else "") for c in cols]
+            return rows + ["]"]
+
+        lines = [f"key = {names(self.key)}"]
+        if self.order_by:
+            lines.append(f'order_by = "{self.order_by}"')
+        lines += column_list("request", self.request)
+        lines += column_list("impression", self.impression)
+        if self.labels:
+            lines.append(f"labels = {names(self.labels)}")
+        return "\n".join(lines) + "\n"
+
+
+def load_schema(path: str) -> LogSchema:
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as err:
+        raise UsageProblem(f"cannot read schema file {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise RoologError(f"{path}: not valid TOML: {err}") from None
+    unknown = set(doc) - {"key", "order_by", "request", "impression", "labels"}
+    if unknown:
+        raise RoologError(f"{path}: unknown setting(s) {sorted(unknown)}")
+
+    def str_list(name: str) -> tuple[str, ...]:
+        value = doc.get(name, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RoologError(f"{path}: {name} must be a list of column names")
+        return tuple(value)
+
+    key = str_list("key")
+    if not key:
+        raise RoologError(f"{path}: key is required")
+    order_by = doc.get("order_by")
+    if order_by is not None and not isinstance(order_by, str):
+        raise RoologError(f"{path}: order_by must be a column name")
+    return LogSchema(key, order_by, str_list("request"), str_list("impression"), str_list("labels"))
+
+
+def check_key_and_order(schema: pa.Schema, key: tuple[str, ...], order_by: str | None) -> None:
+    """Key and order columns exist and have usable types."""
+    if not key:
+        raise UsageProblem("give the request key with --key COL (or in --schema)")
+    for col in key:
+        if col not in schema.names:
+            raise RoologError(f"key column {col!r} is not in the input (columns: {', '.join(schema.names)})")
+        if not is_key_type(schema.field(col).type):
+            raise RoologError(f"key column {col!r} has type {schema.field(col).type}; keys must be {KEY_TYPE_HINT}")
+    if order_by is not None:
+        if order_by not in schema.names:
+            raise RoologError(f"order column {order_by!r} is not in the input")
+        if order_by in key:
+            raise UsageProblem(f"order column {order_by!r} is also a key column")
+
+
+def check_declared(declared: LogSchema, schema: pa.Schema, where: str) -> None:
+    """The schema file names exactly the input's columns, each once."""
+    named = list(declared.key) + list(declared.request) + list(declared.impression)
+    for col in named:
+        if col not in schema.names:
+            raise RoologError(f"{where}: column {col!r} is not in the input")
+        if named.count(col) > 1:
+            raise RoologError(f"{where}: column {col!r} is listed more than once")
+    missing = [c for c in schema.names if c not in named]
+    if missing:
+        raise RoologError(f"{where}: input column(s) {missing} are in neither request nor impression")
+    if declared.order_by and declared.order_by not in declared.impression:
+        raise RoologError(f"{where}: order_by {declared.order_by!r} must be an impression column")
+    for label in declared.labels:
+        if label not in declared.impression:
+            raise RoologError(f"{where}: label {label!r} must be an impression column")
+
+
+@dataclass
+class Levels:
+    """The level of every non-key column while a run goes on.
+
+    `fixed` columns were declared request-level: a value varying inside a request is an error.
+    Other request-level columns are provisional (inferred, or declared with --on-conflict demote) and move
+    to impression level the first time they vary.
+    """
+
+    request: list[str]
+    impression: list[str]
+    fixed: set[str] = field(default_factory=set)  # declared request-level, --on-conflict error
+    declared: set[str] = field(default_factory=set)  # declared request-level (a move is a reported demotion)
+    demoted: list[str] = field(default_factory=list)
+
+    def demote(self, col: str) -> None:
+        self.request.remove(col)
+        self.impression.append(col)
+        if col in self.declared:
+            self.demoted.append(col)

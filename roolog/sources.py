@@ -1,0 +1,301 @@
+"""Inputs -> one stream of Arrow record batches with one unified schema.
+
+Each input is a file, a folder (searched recursively; hive `key=value` folders become columns) or a glob.
+Formats are Parquet, CSV, TSV and JSON lines, each plain or .gz/.zst, detected from the name unless
+`--input-format` says otherwise. Reading uses pyarrow's own streaming readers, a bounded batch at a time.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.json as pjson
+import pyarrow.parquet as pq
+
+from .errors import RoologError, UsageProblem
+
+FORMATS = ("parquet", "csv", "tsv", "jsonl")
+_SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
+                  ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+_SUFFIX_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read raw logs; the same options for convert, stats and infer-schema."""
+
+    input_format: str = "auto"
+    delimiter: str | None = None
+    null_values: tuple[str, ...] = ()
+    batch_bytes: int = 32 << 20
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    format: str
+    compression: str | None
+    partition: tuple[tuple[str, str | None], ...] = ()  # hive key=value pairs above the file
+    size: int = 0
+    mtime: float = 0.0
+
+
+@dataclass
+class SourceBatch:
+    batch: pa.RecordBatch
+    path: str
+    first_row: int  # 0-based index of the batch's first data row within its file
+    bytes_done: int  # input bytes consumed so far over all files (for progress)
+
+
+def _split_name(name: str) -> tuple[str | None, str | None]:
+    """(format, compression) from a file name like events.csv.zst."""
+    stem, suffix = os.path.splitext(name.lower())
+    compression = _SUFFIX_COMPRESSION.get(suffix)
+    if compression:
+        suffix = os.path.splitext(stem)[1]
+    return _SUFFIX_FORMAT.get(suffix), compression
+
+
+def _hive_pairs(root: str, path: str) -> tuple[tuple[str, str | None], ...]:
+    pairs = []
+    for part in Path(os.path.relpath(path, root)).parts[:-1]:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            v = urllib.parse.unquote(v)
+            pairs.append((urllib.parse.unquote(k), None if v == _HIVE_NULL else v))
+    return tuple(pairs)
+
+
+def _walk(folder: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) or "=" in d)
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith((".", "_"))]
+    return found
+
+
+def resolve_inputs(specs: list[str], input_format: str = "auto") -> list[InputFile]:
+    """Expand files, folders and globs, in the order given (folders and globs sorted)."""
+    if input_format not in ("auto", *FORMATS):
+        raise UsageProblem(f"unknown input format {input_format!r}; use auto or one of {', '.join(FORMATS)}")
+    files: list[InputFile] = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            candidates = [(p, spec) for p in _walk(spec)]
+            from_folder = True
+        elif os.path.isfile(spec):
+            candidates, from_folder = [(spec, None)], False
+        elif glob.has_magic(spec):
+            candidates = [(p, None) for p in sorted(glob.glob(spec, recursive=True)) if os.path.isfile(p)]
+            from_folder = True
+            if not candidates:
+                raise UsageProblem(f"no input files match {spec!r}")
+        else:
+            raise UsageProblem(f"input not found: {spec}")
+        for path, root in candidates:
+            fmt, compression = _split_name(os.path.basename(path))
+            if input_format != "auto":
+                fmt = input_format
+            if fmt is None:
+                if from_folder:
+                    continue  # a README or checksum file next to the data
+                raise UsageProblem(f"{path}: cannot tell the format from the name; pass --input-format")
+            st = os.stat(path)
+            partition = _hive_pairs(root, path) if root else ()
+            files.append(InputFile(path, fmt, compression, partition, st.st_size, st.st_mtime))
+    if not files:
+        raise UsageProblem(f"no input files found in {' '.join(specs)}")
+    return files
+
+
+def _open_stream(f: InputFile) -> pa.NativeFile:
+    return pa.input_stream(f.path, compression=f.compression)
+
+
+def _csv_options(f: InputFile, opts: ReadOptions, block_size: int, column_types=None, on_invalid=None):
+    delimiter = opts.delimiter or ("\t" if f.format == "tsv" else ",")
+    read = pcsv.ReadOptions(block_size=block_size, use_threads=True)
+    parse = pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid)
+    convert_kw = {"column_types": column_types} if column_types is not None else {}
+    if opts.null_values:
+        convert_kw.update(null_values=list(opts.null_values), strings_can_be_null=True)
+    return read, parse, pcsv.ConvertOptions(**convert_kw)
+
+
+class _InvalidRows:
+    """Remembers the first malformed CSV row so the error can name it."""
+
+    def __init__(self) -> None:
+        self.first: pcsv.InvalidRow | None = None
+
+    def __call__(self, row: pcsv.InvalidRow) -> str:
+        self.first = self.first or row
+        return "error"
+
+    def describe(self) -> str:
+        row = self.first
+        if row is None:
+            return ""
+        where = f"line {row.number}" if row.number is not None else "a row"
+        return f"{where} has {row.actual_columns} fields, expected {row.expected_columns}"
+
+
+def _reader(f: InputFile, opts: ReadOptions, schema: pa.Schema | None, scratch: str,
+            invalid: _InvalidRows) -> pa.RecordBatchReader | Iterator[pa.RecordBatch]:
+    """A streaming reader over one file's own columns (no hive columns), cast to `schema` if given."""
+    if f.format == "parquet":
+        pf = pq.ParquetFile(_local_parquet(f, scratch))
+        md = pf.metadata
+        raw = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+        rows = max(1, int(opts.batch_bytes / max(1.0, raw / max(1, md.num_rows))))
+        return pf.iter_batches(batch_size=rows, use_threads=True)
+    if f.format in ("csv", "tsv"):
+        types = None if schema is None else {n: schema.field(n).type for n in schema.names}
+        read, parse, convert = _csv_options(f, opts, opts.batch_bytes, types, invalid)
+        return pcsv.open_csv(_open_stream(f), read, parse, convert)
+    read = pjson.ReadOptions(block_size=opts.batch_bytes)
+    parse = pjson.ParseOptions(explicit_schema=schema, newlines_in_values=False)
+    return pjson.open_json(_open_stream(f), read, parse)
+
+
+def _local_parquet(f: InputFile, scratch: str) -> str:
+    """Parquet needs random access: a compressed Parquet file is unpacked to scratch space first."""
+    if f.compression is None:
+        return f.path
+    target = os.path.join(scratch, f"unpacked-{abs(hash(f.path))}.parquet")
+    if not os.path.exists(target):
+        with _open_stream(f) as src, open(target + ".tmp", "wb") as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+        os.replace(target + ".tmp", target)
+    return target
+
+
+def _file_error(f: InputFile, err: Exception, invalid: _InvalidRows | None = None) -> RoologError:
+    detail = invalid.describe() if invalid else ""
+    msg = detail or str(err).strip().splitlines()[0]
+    if f.format == "parquet" and "magic" in msg.lower():
+        msg = f"not a valid Parquet file, or truncated ({msg})"
+    return RoologError(f"{f.path}: {msg}")
+
+
+def _peek_schema(f: InputFile, opts: ReadOptions, scratch: str) -> pa.Schema:
+    if f.size == 0:
+        raise RoologError(f"{f.path}: file is empty")
+    try:
+        if f.format == "parquet":
+            return pq.read_schema(_local_parquet(f, scratch))
+        if f.format in ("csv", "tsv"):
+            # types are inferred from a generous first block (a column with no value there is null-typed)
+            read, parse, convert = _csv_options(f, opts, max(opts.batch_bytes, 8 << 20))
+            with pcsv.open_csv(_open_stream(f), read, parse, convert) as r:
+                schema = r.schema
+        else:
+            with pjson.open_json(_open_stream(f), pjson.ReadOptions(block_size=max(opts.batch_bytes, 8 << 20))) as r:
+                schema = r.schema
+    except (pa.ArrowException, OSError, EOFError) as err:
+        raise _file_error(f, err) from None
+    return schema
+
+
+def _partition_fields(files: list[InputFile]) -> list[pa.Field]:
+    keys: dict[str, list[str | None]] = {}
+    for f in files:
+        for k, v in f.partition:
+            keys.setdefault(k, []).append(v)
+    return [pa.field(k, pa.int64() if all(v is None or _INT.match(v) for v in vs) else pa.string())
+            for k, vs in keys.items()]
+
+
+def _unify(files: list[InputFile], schemas: list[pa.Schema]) -> pa.Schema:
+    first = schemas[0]
+    for f, s in zip(files[1:], schemas[1:]):
+        if set(s.names) != set(first.names):
+            extra = sorted(set(s.names) - set(first.names))
+            missing = sorted(set(first.names) - set(s.names))
+            what = "; ".join(x for x in (f"extra columns {extra}" if extra else "",
+                                         f"missing columns {missing}" if missing else "") if x)
+            raise RoologError(f"{f.path}: columns differ from {files[0].path}: {what}")
+    try:
+        return pa.unify_schemas([pa.schema([s.field(n) for n in first.names]) for s in schemas],
+                                promote_options="permissive")
+    except (pa.ArrowException, TypeError) as err:
+        raise RoologError(f"inputs have incompatible column types: {err}") from None
+
+
+class Source:
+    """Many input files read in order as one stream of batches with one schema."""
+
+    def __init__(self, files: list[InputFile], options: ReadOptions, scratch: str | None = None):
+        self.files = files
+        self.options = options
+        self._own_scratch = scratch is None
+        self.scratch = scratch or tempfile.mkdtemp(prefix="roolog-read-")
+        self.partition_fields = _partition_fields(files)
+        self.file_schema = _unify(files, [_peek_schema(f, options, self.scratch) for f in files])
+        self.schema = pa.schema(list(self.file_schema) + self.partition_fields)
+        dup = [n for n in self.schema.names if self.schema.names.count(n) > 1]
+        if dup:
+            raise RoologError(f"column {dup[0]!r} is both in the files and a hive folder name")
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def batches(self) -> Iterator[SourceBatch]:
+        done = 0
+        for f in self.files:
+            rows = 0
+            for batch in self._file_batches(f):
+                rows += batch.num_rows
+                yield SourceBatch(batch, f.path, rows - batch.num_rows, done)
+            done += f.size
+
+    def _file_batches(self, f: InputFile) -> Iterator[pa.RecordBatch]:
+        invalid = _InvalidRows()
+        try:
+            reader = _reader(f, self.options, self.file_schema, self.scratch, invalid)
+            for batch in reader:
+                if batch.num_rows:
+                    yield self._conform(batch, f)
+        except (pa.ArrowException, OSError, EOFError) as err:
+            raise _file_error(f, err, invalid) from None
+
+    def _conform(self, batch: pa.RecordBatch, f: InputFile) -> pa.RecordBatch:
+        """Put the batch in the unified column order and types, and add hive partition columns."""
+        if batch.schema.names != self.file_schema.names:
+            batch = batch.select(self.file_schema.names)
+        if not batch.schema.equals(self.file_schema):
+            batch = batch.cast(self.file_schema)
+        if not self.partition_fields:
+            return batch
+        values = dict(f.partition)
+        columns = list(batch.columns) + [
+            pa.array([values.get(p.name)] * batch.num_rows).cast(p.type) for p in self.partition_fields]
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def close(self) -> None:
+        if self._own_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_source(inputs: list[str], options: ReadOptions, scratch: str | None = None) -> Source:
+    return Source(resolve_inputs(inputs, options.input_format), options, scratch)

@@ -1,0 +1,216 @@
+"""Exact, vectorized operations on Arrow arrays that the grouper and explode share.
+
+"Exact" means bit-exact: 0.0 and -0.0 differ, NaN equals the same NaN, and null is a value of its own.
+Dedup that compared floats by `==` would silently turn -0.0 into 0.0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+_UINT_BY_WIDTH = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _validity(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return arr.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _fixed_width_bits(arr: pa.Array) -> np.ndarray:
+    """The value bits of a fixed-width array as unsigned ints, shape (n,) or (n, k)."""
+    width = arr.type.bit_width // 8
+    data = arr.buffers()[1]
+    if width in _UINT_BY_WIDTH:
+        return np.frombuffer(data, dtype=_UINT_BY_WIDTH[width])[arr.offset : arr.offset + len(arr)]
+    words = np.frombuffer(data, dtype=np.uint8)[arr.offset * width : (arr.offset + len(arr)) * width]
+    return words.reshape(len(arr), width)
+
+
+def _is_fixed_width(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_temporal(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_fixed_size_binary(t)
+    ) and t.bit_width % 8 == 0
+
+
+def _list_offsets(arr: pa.Array) -> np.ndarray:
+    if pa.types.is_fixed_size_list(arr.type):
+        size = arr.type.list_size
+        return (np.arange(len(arr) + 1, dtype=np.int64) + arr.offset) * size
+    return arr.offsets.to_numpy().astype(np.int64, copy=False)
+
+
+def pairwise_differs(arr: pa.Array | pa.ChunkedArray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each j, whether arr[a[j]] and arr[b[j]] differ exactly (nulls are values; floats by bits)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
+    t = arr.type
+    if pa.types.is_null(t):
+        return np.zeros(len(a), dtype=bool)
+    if pa.types.is_dictionary(t):
+        return pairwise_differs(arr.dictionary_decode(), a, b)
+    if isinstance(t, pa.ExtensionType):
+        return pairwise_differs(arr.storage, a, b)
+    valid = _validity(arr)
+    va, vb = valid[a], valid[b]
+    both = va & vb
+    differs = va != vb
+    if not both.any():
+        return differs
+    if _is_fixed_width(t):
+        bits = _fixed_width_bits(arr)
+        ne = bits[a] != bits[b]
+        if ne.ndim == 2:
+            ne = ne.any(axis=1)
+        return differs | (both & ne)
+    if pa.types.is_boolean(t):
+        vals = arr.fill_null(False).to_numpy(zero_copy_only=False)
+        return differs | (both & (vals[a] != vals[b]))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_map(t):
+        return differs | (both & _lists_differ(arr, a, b, both))
+    if pa.types.is_struct(t):
+        fields_differ = np.zeros(len(a), dtype=bool)
+        for child in arr.flatten():
+            fields_differ |= pairwise_differs(child, a, b)
+        return differs | (both & fields_differ)
+    # strings, binaries, views and anything else Arrow can compare for equality
+    ai = pa.array(a)
+    bi = pa.array(b)
+    ne = pc.not_equal(arr.take(ai), arr.take(bi)).fill_null(False).to_numpy(zero_copy_only=False)
+    return differs | (both & ne)
+
+
+def _lists_differ(arr: pa.Array, a: np.ndarray, b: np.ndarray, both: np.ndarray) -> np.ndarray:
+    offsets = _list_offsets(arr)
+    lengths = np.diff(offsets)
+    la, lb = lengths[a], lengths[b]
+    result = la != lb
+    check = np.flatnonzero(both & ~result & (la > 0))
+    if len(check) == 0:
+        return result
+    n = la[check]
+    pair_of_element = np.repeat(np.arange(len(check)), n)
+    within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    ea = offsets[a[check]][pair_of_element] + within
+    eb = offsets[b[check]][pair_of_element] + within
+    element_differs = pairwise_differs(arr.values, ea, eb)
+    any_differs = np.bincount(pair_of_element, weights=element_differs, minlength=len(check)) > 0
+    result[check] = any_differs
+    return result
+
+
+def adjacent_differs(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Length n-1: whether row i+1 differs exactly from row i."""
+    n = len(arr)
+    if n < 2:
+        return np.zeros(0, dtype=bool)
+    idx = np.arange(n - 1)
+    return pairwise_differs(arr, idx, idx + 1)
+
+
+# ---- key hashing -------------------------------------------------------------------------------------
+# The shard of a request is xxh64(canonical key bytes) mod N. Canonical bytes: integers, booleans, dates,
+# times and timestamps as 8-byte little-endian int64; floats as 8-byte IEEE float64; strings as UTF-8;
+# binaries as-is. A composite key hashes the concatenation of its columns' 8-byte LE hashes.
+
+_P1, _P2, _P3, _P4, _P5 = (
+    np.uint64(11400714785074694791),
+    np.uint64(14029467366897019727),
+    np.uint64(1609587929392839161),
+    np.uint64(9650029242287828579),
+    np.uint64(2870177450012600261),
+)
+
+
+def _rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+def xxh64_u64(words: np.ndarray) -> np.ndarray:
+    """xxh64 (seed 0) of each uint64 taken as 8 little-endian bytes; equals xxhash.xxh64_intdigest."""
+    with np.errstate(over="ignore"):
+        k = words.astype(np.uint64, copy=False) * _P2
+        k = _rotl(k, 31) * _P1
+        h = np.full(len(words), _P5 + np.uint64(8), dtype=np.uint64) ^ k
+        h = _rotl(h, 27) * _P1 + _P4
+        h ^= h >> np.uint64(33)
+        h *= _P2
+        h ^= h >> np.uint64(29)
+        h *= _P3
+        h ^= h >> np.uint64(32)
+    return h
+
+
+KEY_TYPE_HINT = "integer, string, binary, boolean, date, time or timestamp"
+
+
+def is_key_type(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_temporal(t)
+        or pa.types.is_floating(t)
+        or (pa.types.is_dictionary(t) and is_key_type(t.value_type))
+    )
+
+
+def _column_hash(arr: pa.Array) -> np.ndarray:
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return _column_hash(arr.dictionary_decode())
+    if pa.types.is_floating(t):
+        return xxh64_u64(arr.cast(pa.float64()).to_numpy(zero_copy_only=False).view(np.uint64))
+    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t):
+        if pa.types.is_uint64(t):
+            ints = arr.to_numpy(zero_copy_only=False).view(np.uint64)
+        else:
+            ints = arr.cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
+        return xxh64_u64(ints)
+    digest = xxhash.xxh64_intdigest
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return np.fromiter((digest(v.encode()) for v in arr.to_pylist()), dtype=np.uint64, count=len(arr))
+    return np.fromiter((digest(v) for v in arr.to_pylist()), dtype=np.uint64, count=len(arr))
+
+
+def key_hashes(columns: list[pa.Array]) -> np.ndarray:
+    """xxh64 of each row's key (one or more non-null columns) as uint64."""
+    if len(columns) == 1:
+        return _column_hash(columns[0])
+    parts = np.stack([_column_hash(c) for c in columns], axis=1).astype("<u8")
+    digest = xxhash.xxh64_intdigest
+    return np.fromiter((digest(row.tobytes()) for row in parts), dtype=np.uint64, count=len(parts))
+
+
+def repeat_indices(lengths: np.ndarray) -> pa.Array:
+    """[0]*lengths[0] + [1]*lengths[1] + ...: take() with it broadcasts one value per request to its rows."""
+    return pa.array(np.repeat(np.arange(len(lengths), dtype=np.int64), lengths))
+
+
+def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def as_list(values: pa.Array, offsets: np.ndarray) -> pa.Array:
+    """Zero-copy list<T> view of values cut at offsets (batches are cut by bytes, well below 2**31)."""
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+
+
+def flatten_list(arr: pa.Array) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.flatten()
