@@ -11,14 +11,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pyarrow as pa
 
 from . import __version__
 from .errors import UsageProblem
 from .group import N_COL, Grouping, StreamGrouper, merge_runs
 from .progress import bar
-from .report import LengthHistogram, format_summary, on_disk_column_bytes, ratio
+from .report import LengthHistogram, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
 from .shards import (COUNT_COLUMN, OutputFolder, ShardInfo, ShardWriter, schema_to_b64, shards_doc)
 from .sources import InputFile, ReadOptions, Source, resolve_inputs
@@ -79,7 +78,7 @@ class _ColumnBytes:
         self.bytes = dict.fromkeys(names, 0)
 
     def add(self, batch: pa.RecordBatch) -> None:
-        for name, col in zip(batch.schema.names, batch.columns):
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
             if name in self.bytes:
                 self.bytes[name] += col.nbytes
 

@@ -27,7 +27,7 @@ INTERNAL = (N_COL, SEQ_COL, HASH_COL)
 
 
 def describe_key(key: tuple[str, ...], values: list) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in zip(key, values))
+    return ", ".join(f"{k}={v!r}" for k, v in zip(key, values, strict=True))
 
 
 def _short(value) -> str:
@@ -83,8 +83,7 @@ class Grouping:
             return rows
         run_id = pa.array(np.repeat(np.arange(len(lengths)), lengths))
         table = pa.table({"run": run_id, "order": o})
-        order = pc.sort_indices(table, sort_keys=[("run", "ascending"), ("order", "ascending")],
-                                null_placement="at_end")
+        order = pc.sort_indices(table, sort_keys=[("run", "ascending"), ("order", "ascending")])  # nulls last
         return rows.take(order)
 
     def _check_levels(self, rows: pa.RecordBatch, changes: np.ndarray, starts: np.ndarray, where: str) -> None:

@@ -70,6 +70,16 @@ def human_bytes(n: float | None) -> str:
     return f"{n:.1f} TB"
 
 
+def format_table(rows: list[tuple[str, ...]], text_columns: int = 1) -> list[str]:
+    """Aligned columns: the first `text_columns` left-aligned, the numbers after them right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+
+    def cell(i: int, value: str) -> str:
+        return value.ljust(widths[i]) if i < text_columns else value.rjust(widths[i])
+
+    return ["  ".join(cell(i, v) for i, v in enumerate(r)).rstrip() for r in rows]
+
+
 def format_summary(report: dict) -> str:
     """A short human summary of a convert run, for stderr."""
     t = report["totals"]
@@ -87,9 +97,7 @@ def format_summary(report: dict) -> str:
     for c in report["columns"]:
         rows.append((c["name"], c["level"], human_bytes(c["logical_bytes_impression"]),
                      human_bytes(c["logical_bytes_request"]), human_bytes(c["on_disk_bytes"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        lines.append("  " + "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    lines += ["  " + line for line in format_table(rows, text_columns=2)]
     if report.get("demoted"):
         lines.append(f"  demoted to impression level (varied inside a request): {', '.join(report['demoted'])}")
     if report.get("null_key_rows_dropped"):

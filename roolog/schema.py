@@ -34,7 +34,11 @@ class LogSchema:
 
         def column_list(name: str, cols) -> list[str]:
             if not any(c in comments for c in cols):
-                return [f"{name} = {names(cols)}"]
+                line = f"{name} = {names(cols)}"
+                if len(line) <= 100:
+                    return [line]
+                chunks = [f"    {names(cols[i:i + 10])[1:-1]}," for i in range(0, len(cols), 10)]
+                return [f"{name} = [", *chunks, "]"]
             rows = [f"{name} = ["]
             rows += [f'    "{c}",' + (f"  # {comments[c]}" if c in comments else "") for c in cols]
             return rows + ["]"]

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -145,23 +145,28 @@ class _InvalidRows:
         self.first = self.first or row
         return "error"
 
-    def describe(self) -> str:
+    def describe(self, f: InputFile, opts: ReadOptions) -> str:
         row = self.first
         if row is None:
             return ""
+        if row.number is None:  # parallel parsing does not count lines; find it again serially
+            serial = _InvalidRows()
+            read, parse, convert = _csv_options(f, opts, opts.batch_bytes, on_invalid=serial)
+            read.use_threads = False
+            try:
+                pcsv.open_csv(_open_stream(f), read, parse, convert).read_all()
+            except pa.ArrowException:
+                row = serial.first or row
+        text = row.text if len(row.text) <= 60 else row.text[:57] + "..."
         where = f"line {row.number}" if row.number is not None else "a row"
-        return f"{where} has {row.actual_columns} fields, expected {row.expected_columns}"
+        return f"{where} has {row.actual_columns} fields, expected {row.expected_columns}: {text!r}"
 
 
 def _reader(f: InputFile, opts: ReadOptions, schema: pa.Schema | None, scratch: str,
             invalid: _InvalidRows) -> pa.RecordBatchReader | Iterator[pa.RecordBatch]:
     """A streaming reader over one file's own columns (no hive columns), cast to `schema` if given."""
     if f.format == "parquet":
-        pf = pq.ParquetFile(_local_parquet(f, scratch))
-        md = pf.metadata
-        raw = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
-        rows = max(1, int(opts.batch_bytes / max(1.0, raw / max(1, md.num_rows))))
-        return pf.iter_batches(batch_size=rows, use_threads=True)
+        return _parquet_batches(pq.ParquetFile(_local_parquet(f, scratch)), opts.batch_bytes)
     if f.format in ("csv", "tsv"):
         types = None if schema is None else {n: schema.field(n).type for n in schema.names}
         read, parse, convert = _csv_options(f, opts, opts.batch_bytes, types, invalid)
@@ -169,6 +174,20 @@ def _reader(f: InputFile, opts: ReadOptions, schema: pa.Schema | None, scratch: 
     read = pjson.ReadOptions(block_size=opts.batch_bytes)
     parse = pjson.ParseOptions(explicit_schema=schema, newlines_in_values=False)
     return pjson.open_json(_open_stream(f), read, parse)
+
+
+def _parquet_batches(pf: pq.ParquetFile, batch_bytes: int) -> Iterator[pa.RecordBatch]:
+    """Row group by row group, in batches whose rows are sized from the bytes per row seen so far."""
+    md = pf.metadata
+    if md.num_rows == 0:
+        return
+    probe = next(pf.iter_batches(batch_size=min(1024, md.num_rows), row_groups=[0]))  # decoded size per row
+    bytes_per_row = max(1.0, probe.nbytes / max(1, probe.num_rows))
+    for rg in range(md.num_row_groups):
+        rows = max(1, int(batch_bytes / bytes_per_row))
+        for batch in pf.iter_batches(batch_size=rows, row_groups=[rg], use_threads=True):
+            bytes_per_row = max(bytes_per_row, batch.nbytes / max(1, batch.num_rows))
+            yield batch
 
 
 def _local_parquet(f: InputFile, scratch: str) -> str:
@@ -183,8 +202,8 @@ def _local_parquet(f: InputFile, scratch: str) -> str:
     return target
 
 
-def _file_error(f: InputFile, err: Exception, invalid: _InvalidRows | None = None) -> RoologError:
-    detail = invalid.describe() if invalid else ""
+def _file_error(f: InputFile, err: Exception, opts: ReadOptions, invalid: _InvalidRows | None = None) -> RoologError:
+    detail = invalid.describe(f, opts) if invalid else ""
     msg = detail or str(err).strip().splitlines()[0]
     if f.format == "parquet" and "magic" in msg.lower():
         msg = f"not a valid Parquet file, or truncated ({msg})"
@@ -194,19 +213,20 @@ def _file_error(f: InputFile, err: Exception, invalid: _InvalidRows | None = Non
 def _peek_schema(f: InputFile, opts: ReadOptions, scratch: str) -> pa.Schema:
     if f.size == 0:
         raise RoologError(f"{f.path}: file is empty")
+    invalid = _InvalidRows()
     try:
         if f.format == "parquet":
             return pq.read_schema(_local_parquet(f, scratch))
         if f.format in ("csv", "tsv"):
             # types are inferred from a generous first block (a column with no value there is null-typed)
-            read, parse, convert = _csv_options(f, opts, max(opts.batch_bytes, 8 << 20))
+            read, parse, convert = _csv_options(f, opts, opts.batch_bytes, on_invalid=invalid)
             with pcsv.open_csv(_open_stream(f), read, parse, convert) as r:
                 schema = r.schema
         else:
-            with pjson.open_json(_open_stream(f), pjson.ReadOptions(block_size=max(opts.batch_bytes, 8 << 20))) as r:
+            with pjson.open_json(_open_stream(f), pjson.ReadOptions(block_size=opts.batch_bytes)) as r:
                 schema = r.schema
     except (pa.ArrowException, OSError, EOFError) as err:
-        raise _file_error(f, err) from None
+        raise _file_error(f, err, opts, invalid) from None
     return schema
 
 
@@ -221,7 +241,7 @@ def _partition_fields(files: list[InputFile]) -> list[pa.Field]:
 
 def _unify(files: list[InputFile], schemas: list[pa.Schema]) -> pa.Schema:
     first = schemas[0]
-    for f, s in zip(files[1:], schemas[1:]):
+    for f, s in zip(files[1:], schemas[1:], strict=True):
         if set(s.names) != set(first.names):
             extra = sorted(set(s.names) - set(first.names))
             missing = sorted(set(first.names) - set(s.names))
@@ -271,7 +291,7 @@ class Source:
                 if batch.num_rows:
                     yield self._conform(batch, f)
         except (pa.ArrowException, OSError, EOFError) as err:
-            raise _file_error(f, err, invalid) from None
+            raise _file_error(f, err, self.options, invalid) from None
 
     def _conform(self, batch: pa.RecordBatch, f: InputFile) -> pa.RecordBatch:
         """Put the batch in the unified column order and types, and add hive partition columns."""
