@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from .errors import RoologError
 from .schema import Levels
 from .sources import SourceBatch
-from .values import adjacent_differs, as_list, key_hashes, offsets_from_lengths, repeat_indices
+from .values import adjacent_differs, as_list, key_hashes, offsets_from_lengths, pairwise_differs, repeat_indices
 
 N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
 INTERNAL = (N_COL, SEQ_COL, HASH_COL)
@@ -36,89 +36,103 @@ def _short(value) -> str:
 
 
 class Grouping:
-    """What every grouping step needs: the input schema, the key, the order column and the live levels."""
+    """What every grouping step needs: the input schema, the key, the order column and the live levels.
+
+    Its one operation, `fold`, takes *pieces* - input rows (one impression each) or run batches (several)
+    - and folds the pieces sharing a key into one run, pieces in input order, impressions then ordered by
+    the order column. Heavy request-level values (a user history) are compared in place and copied once
+    per request, never once per impression.
+    """
 
     def __init__(self, schema: pa.Schema, key: tuple[str, ...], order_by: str | None, levels: Levels):
         self.schema = schema
         self.key = key
         self.order_by = order_by
         self.levels = levels
-        self.columns = [n for n in schema.names if n not in key]
 
-    def key_changes(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    def key_changes(self, batch: pa.RecordBatch | pa.Table, perm: np.ndarray | None = None) -> np.ndarray:
+        """Whether piece i+1 has another key than piece i (in `perm` order when given)."""
         changes = np.zeros(max(0, batch.num_rows - 1), dtype=bool)
         for k in self.key:
-            changes |= adjacent_differs(batch.column(k))
+            col = batch.column(k)
+            changes |= adjacent_differs(col if perm is None else col.take(pa.array(perm)))
         return changes
 
-    def group_rows(self, rows: pa.RecordBatch | pa.Table, row_seq: np.ndarray, where: str) -> pa.RecordBatch:
-        """One run per distinct key among `rows` (stable), lists ordered by the order column."""
-        if isinstance(rows, pa.Table):
-            rows = rows.combine_chunks().to_batches()[0]
-        changes = self.key_changes(rows)
-        starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
-        hashes = key_hashes([rows.column(k).take(pa.array(starts)) for k in self.key])
-        if len(np.unique(hashes)) < len(starts):  # a key comes back non-adjacently inside these rows
-            order = pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in self.key])
-            rows, row_seq = rows.take(order), row_seq[order.to_numpy()]
-            changes = self.key_changes(rows)
-            starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
-            hashes = key_hashes([rows.column(k).take(pa.array(starts)) for k in self.key])
-        lengths = np.diff(np.append(starts, rows.num_rows))
-        seqs = np.minimum.reduceat(row_seq, starts)
-        if self.order_by is not None:
-            rows = self._order_within_runs(rows, changes, lengths)
-            changes = self.key_changes(rows)
-        self._check_levels(rows, changes, starts, where)
-        return self._runs(rows, starts, lengths, seqs, hashes)
+    def fold(self, pieces: pa.RecordBatch, n: np.ndarray, seq: np.ndarray, where: str) -> pa.RecordBatch:
+        """One run per distinct key among `pieces` (with `n` impressions and input position `seq` each)."""
+        perm = None
+        changes = self.key_changes(pieces)
+        starts = np.r_[0, np.flatnonzero(changes) + 1]
+        hashes = key_hashes([pieces.column(k).take(pa.array(starts)) for k in self.key])
+        out_of_order = (np.diff(seq) < 0) & ~changes
+        if len(np.unique(hashes)) < len(starts) or out_of_order.any():  # a key comes back non-adjacently
+            table = pa.table([pieces.column(k) for k in self.key] + [pa.array(seq)], names=[*self.key, SEQ_COL])
+            perm = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in table.column_names]).to_numpy()
+            changes = self.key_changes(pieces, perm)
+            starts = np.r_[0, np.flatnonzero(changes) + 1]
+            hashes = key_hashes([pieces.column(k).take(pa.array(perm[starts])) for k in self.key])
+        order = np.arange(pieces.num_rows) if perm is None else perm
+        self._check_levels(pieces, perm, changes, order[starts], where)
+        lengths = np.add.reduceat(n[order], starts)
+        offsets = offsets_from_lengths(lengths)
+        flat = {f.name: self._flat_values(pieces, f.name, n, perm) for f in self.schema
+                if f.name in self.levels.impression}
+        reorder = self._order_permutation(flat.get(self.order_by), offsets)
+        arrays = []
+        for f in self.schema:
+            if f.name in flat:
+                values = flat[f.name] if reorder is None else flat[f.name].take(reorder)
+                arrays.append(as_list(values, offsets))
+            else:
+                arrays.append(pieces.column(f.name).take(pa.array(order[starts])))
+        arrays += [pa.array(lengths, pa.int64()), pa.array(seq[order[starts]], pa.int64()), pa.array(hashes)]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.run_schema())
 
-    def _order_within_runs(self, rows: pa.RecordBatch, changes: np.ndarray, lengths: np.ndarray):
-        o = rows.column(self.order_by)
-        if len(o) < 2:
-            return rows
-        prev, nxt = o.slice(0, len(o) - 1), o.slice(1)
+    def _flat_values(self, pieces: pa.RecordBatch, col: str, n: np.ndarray, perm: np.ndarray | None) -> pa.Array:
+        """The column's impressions, piece after piece in `perm` order (zero-copy when nothing moves)."""
+        c = pieces.column(col)
+        if self.is_list_form(pieces.schema, col):
+            return (c if perm is None else c.take(pa.array(perm))).flatten()
+        if perm is None and (n == 1).all():
+            return c
+        order = np.arange(len(n)) if perm is None else perm
+        return c.take(pa.array(np.repeat(order, n[order])))
+
+    def _order_permutation(self, values: pa.Array | None, offsets: np.ndarray) -> pa.Array | None:
+        """Stable sort of impressions by the order column within each run; None when already in order."""
+        if values is None or len(values) < 2:
+            return None
+        prev, nxt = values.slice(0, len(values) - 1), values.slice(1)
         backwards = pc.less(nxt, prev).fill_null(False).to_numpy(zero_copy_only=False)
         backwards |= pc.and_(prev.is_null(), nxt.is_valid()).to_numpy(zero_copy_only=False)
-        if not (backwards & ~changes).any():
-            return rows
-        run_id = pa.array(np.repeat(np.arange(len(lengths)), lengths))
-        table = pa.table({"run": run_id, "order": o})
-        order = pc.sort_indices(table, sort_keys=[("run", "ascending"), ("order", "ascending")])  # nulls last
-        return rows.take(order)
+        backwards[offsets[1:-1] - 1] = False  # a new run may start lower
+        if not backwards.any():
+            return None
+        run_id = pa.array(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)))
+        table = pa.table({"run": run_id, "order": values})
+        return pc.sort_indices(table, sort_keys=[("run", "ascending"), ("order", "ascending")])  # nulls last
 
-    def _check_levels(self, rows: pa.RecordBatch, changes: np.ndarray, starts: np.ndarray, where: str) -> None:
-        """Move request-level columns that vary inside a run to impression level (or fail if declared)."""
+    def _check_levels(self, pieces, perm, changes, first_piece, where: str) -> None:
+        """Move request-level columns that vary inside a request to impression level (or fail if declared)."""
         for col in list(self.levels.request):
-            varies = np.flatnonzero(adjacent_differs(rows.column(col)) & ~changes)
+            c = pieces.column(col)
+            if perm is None:
+                varies = np.flatnonzero(adjacent_differs(c) & ~changes)
+            else:
+                varies = np.flatnonzero(pairwise_differs(c, perm[:-1], perm[1:]) & ~changes)
             if len(varies) == 0:
                 continue
             if col in self.levels.fixed:
                 i = int(varies[0])
-                run = int(np.searchsorted(starts, i, side="right") - 1)
-                key = describe_key(self.key, [rows.column(k)[int(starts[run])].as_py() for k in self.key])
-                a, b = rows.column(col)[i].as_py(), rows.column(col)[i + 1].as_py()
+                a, b = (i, i + 1) if perm is None else (int(perm[i]), int(perm[i + 1]))
+                key = describe_key(self.key, [pieces.column(k)[a].as_py() for k in self.key])
                 raise RoologError(
                     f"column {col!r} is declared request-level but varies inside request {key}: "
-                    f"{_short(a)} vs {_short(b)} ({where}); use --on-conflict demote to keep it as a list")
+                    f"{_short(c[a].as_py())} vs {_short(c[b].as_py())} ({where}); "
+                    "use --on-conflict demote to keep it as a list")
             self.levels.demote(col)
 
-    def _runs(self, rows, starts, lengths, seqs, hashes) -> pa.RecordBatch:
-        offsets = offsets_from_lengths(lengths)
-        first = pa.array(starts)
-        arrays, fields = [], []
-        for f in self.schema:
-            col = rows.column(f.name)
-            if f.name in self.key or f.name in self.levels.request:
-                arrays.append(col.take(first))
-                fields.append(f)
-            else:
-                arrays.append(as_list(col, offsets))
-                fields.append(pa.field(f.name, pa.list_(f.type)))
-        arrays += [pa.array(lengths, pa.int64()), pa.array(seqs, pa.int64()), pa.array(hashes, pa.uint64())]
-        fields += [pa.field(N_COL, pa.int64()), pa.field(SEQ_COL, pa.int64()), pa.field(HASH_COL, pa.uint64())]
-        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-
-    # ---- moving run batches between levels ---------------------------------------------------------
+    # ---- run batches under changing levels ---------------------------------------------------------
 
     def is_list_form(self, run_schema: pa.Schema, col: str) -> bool:
         return not run_schema.field(col).type.equals(self.schema.field(col).type)
@@ -143,16 +157,13 @@ class Grouping:
             arrays.append(col if col.type.equals(f.type) else as_list(col.take(rep), offsets))
         return pa.RecordBatch.from_arrays(arrays, schema=target)
 
-    def explode_runs(self, runs: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
-        """Runs back to rows (in run order), with each row's run seq."""
-        lengths = runs.column(N_COL).to_numpy()
-        rep = repeat_indices(lengths)
-        arrays = []
-        for f in self.schema:
-            col = runs.column(f.name)
-            arrays.append(col.flatten() if self.is_list_form(runs.schema, f.name) else col.take(rep))
-        rows = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        return rows, np.repeat(runs.column(SEQ_COL).to_numpy(), lengths)
+    def fold_runs(self, runs: pa.RecordBatch, where: str) -> pa.RecordBatch:
+        return self.fold(runs, runs.column(N_COL).to_numpy(), runs.column(SEQ_COL).to_numpy(), where)
+
+    def fold_rows(self, rows: pa.RecordBatch | pa.Table, seq: np.ndarray, where: str) -> pa.RecordBatch:
+        if isinstance(rows, pa.Table):
+            rows = rows.combine_chunks().to_batches()[0]
+        return self.fold(rows, np.ones(rows.num_rows, dtype=np.int64), seq, where)
 
 
 def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> pa.RecordBatch | None:
@@ -161,19 +172,12 @@ def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> pa.RecordBatch
     unique, counts = np.unique(hashes, return_counts=True)
     if (counts == 1).all():
         return None
-    batch = runs.combine_chunks().to_batches()[0] if runs.num_rows else None
-    if batch is None:
-        return None
+    batch = runs.combine_chunks().to_batches()[0]
     split = np.isin(hashes, unique[counts > 1])
-    by_seq = np.argsort(batch.column(SEQ_COL).to_numpy(), kind="stable")
-    split_runs = batch.take(pa.array(by_seq[split[by_seq]]))
-    rows, row_seq = grouping.explode_runs(split_runs)
-    merged = grouping.group_rows(rows, row_seq, where)
+    merged = grouping.fold_runs(batch.filter(pa.array(split)), where)
     whole = grouping.conform(batch.filter(pa.array(~split)))
-    merged = grouping.conform(merged)
-    table = pa.Table.from_batches([whole, merged]).combine_chunks()
-    table = table.take(pc.sort_indices(table, sort_keys=[(SEQ_COL, "ascending")]))
-    return table.combine_chunks().to_batches()[0]
+    merged = grouping.conform(merged)  # folding may have moved columns to impression level
+    return pa.Table.from_batches([whole, merged]).combine_chunks().to_batches()[0]
 
 
 class StreamGrouper:
@@ -207,7 +211,7 @@ class StreamGrouper:
             body_start = first_end
         yield from self.flush()
         if last_start > body_start:
-            yield self.g.group_rows(batch.slice(body_start, last_start - body_start), seq[body_start:last_start],
+            yield self.g.fold_rows(batch.slice(body_start, last_start - body_start), seq[body_start:last_start],
                                     where)
         self._carry = [(batch.slice(last_start), seq[last_start:])]
         self._carry_where = where
@@ -219,7 +223,7 @@ class StreamGrouper:
         rows = pa.Table.from_batches([b for b, _ in self._carry])
         seq = np.concatenate([s for _, s in self._carry])
         self._carry = []
-        yield self.g.group_rows(rows, seq, self._carry_where)
+        yield self.g.fold_rows(rows, seq, self._carry_where)
 
     def _add_to_carry(self, batch, seq, where) -> Iterator[pa.RecordBatch]:
         self._carry.append((batch, seq))

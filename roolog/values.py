@@ -76,6 +76,10 @@ def pairwise_differs(arr: pa.Array | pa.ChunkedArray, a: np.ndarray, b: np.ndarr
         vals = arr.fill_null(False).to_numpy(zero_copy_only=False)
         return differs | (both & (vals[a] != vals[b]))
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_map(t):
+        view = _list_bytes_view(arr)
+        if view is not None:
+            ne = pc.not_equal(view.take(pa.array(a)), view.take(pa.array(b)))
+            return differs | (both & ne.to_numpy(zero_copy_only=False))
         return differs | (both & _lists_differ(arr, a, b, both))
     if pa.types.is_struct(t):
         fields_differ = np.zeros(len(a), dtype=bool)
@@ -109,12 +113,48 @@ def _lists_differ(arr: pa.Array, a: np.ndarray, b: np.ndarray, both: np.ndarray)
 
 
 def adjacent_differs(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Length n-1: whether row i+1 differs exactly from row i."""
+    """Length n-1: whether row i+1 differs exactly from row i (the grouper's hot path)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
     n = len(arr)
     if n < 2:
         return np.zeros(0, dtype=bool)
-    idx = np.arange(n - 1)
-    return pairwise_differs(arr, idx, idx + 1)
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return adjacent_differs(arr.dictionary_decode())
+    if _is_fixed_width(t):
+        bits = _fixed_width_bits(arr)
+        ne = bits[1:] != bits[:-1]
+        values_differ = ne.any(axis=1) if ne.ndim == 2 else ne
+    elif (view := _list_bytes_view(arr)) is not None:
+        values_differ = pc.not_equal(view.slice(0, n - 1), view.slice(1)).to_numpy(zero_copy_only=False)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        values_differ = pc.not_equal(arr.slice(0, n - 1), arr.slice(1)).fill_null(False).to_numpy(zero_copy_only=False)
+    else:
+        idx = np.arange(n - 1)
+        return pairwise_differs(arr, idx, idx + 1)
+    if arr.null_count == 0:
+        return values_differ
+    valid = _validity(arr)
+    va, vb = valid[:-1], valid[1:]
+    return (va != vb) | (va & vb & values_differ)
+
+
+def _is_list_like(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _list_bytes_view(arr: pa.Array) -> pa.Array | None:
+    """Lists of non-null fixed-width values seen zero-copy as one binary string per list, so that Arrow's
+    memcmp-based string comparison compares whole lists bit for bit. None for other lists."""
+    if not _is_list_like(arr.type):
+        return None
+    values = arr.values
+    if not _is_fixed_width(values.type) or values.null_count:
+        return None
+    width = values.type.bit_width // 8
+    byte_offsets = (_list_offsets(arr) + values.offset) * width
+    return pa.Array.from_buffers(pa.large_binary(), len(arr), [None, pa.py_buffer(byte_offsets), values.buffers()[1]])
 
 
 # ---- key hashing -------------------------------------------------------------------------------------
