@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import signal
 import sys
 
 import click
@@ -78,6 +79,8 @@ def main() -> None:
     Impression-level logs repeat every request-level value (user, context, history) on every item shown.
     `roolog convert` writes one row per request instead, losslessly; `roolog explode` proves it.
     """
+    # a scheduler's SIGTERM unwinds like Ctrl-C: temp files go, nothing is left looking finished
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 @main.command()

@@ -1,7 +1,7 @@
 """`roolog.convert`: impression-level logs -> request-level shards, manifest and report.
 
 source -> record batches -> StreamGrouper -> run batches -> RunSpill (hash partitions)
-       -> merge_runs (scattered requests) -> ShardWriter -> report, manifest (last)
+       -> RunSpill.fold (scattered requests) -> ShardWriter -> report, manifest (last)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from . import __version__
 from .errors import UsageProblem
-from .group import N_COL, Grouping, StreamGrouper, merge_runs
+from .group import N_COL, Grouping, StreamGrouper
 from .progress import bar
 from .report import LengthHistogram, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
@@ -119,10 +119,7 @@ def convert(inputs: list[str], out: str, **options) -> dict:
         spill_bytes = spill.bytes()
 
         for p in range(spill.partitions):  # requests scattered over the input: fold their runs
-            if spill.files(p):
-                merged = merge_runs(grouping, spill.read_table(p, grouping), f"spill partition {p}")
-                if merged is not None:
-                    spill.replace(p, merged)
+            spill.fold(p, grouping, max_bytes=opts.memory_limit // 4)
 
         names = list(source.schema.names)
         with_count = not levels.impression

@@ -23,7 +23,6 @@ from .sources import SourceBatch
 from .values import adjacent_differs, as_list, key_hashes, offsets_from_lengths, pairwise_differs, repeat_indices
 
 N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
-INTERNAL = (N_COL, SEQ_COL, HASH_COL)
 
 
 def describe_key(key: tuple[str, ...], values: list) -> str:

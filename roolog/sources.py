@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,17 +163,32 @@ class _InvalidRows:
 
 
 def _reader(f: InputFile, opts: ReadOptions, schema: pa.Schema | None, scratch: str,
-            invalid: _InvalidRows) -> pa.RecordBatchReader | Iterator[pa.RecordBatch]:
-    """A streaming reader over one file's own columns (no hive columns), cast to `schema` if given."""
+            invalid: _InvalidRows) -> tuple[Iterator[pa.RecordBatch], Callable[[], float]]:
+    """A streaming reader over one file's own columns (no hive columns), and how far into the file it is
+    (a fraction, for progress)."""
     if f.format == "parquet":
-        return _parquet_batches(pq.ParquetFile(_local_parquet(f, scratch)), opts.batch_bytes)
+        pf = pq.ParquetFile(_local_parquet(f, scratch))
+        done = [0]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in _parquet_batches(pf, opts.batch_bytes):
+                done[0] += batch.num_rows
+                yield batch
+
+        return batches(), lambda: done[0] / max(1, pf.metadata.num_rows)
+    raw = pa.OSFile(f.path)
+    stream = pa.CompressedInputStream(raw, f.compression) if f.compression else raw
+
+    def position() -> float:  # the reader reads ahead and closes the file at its end
+        return 1.0 if raw.closed else raw.tell() / max(1, f.size)
+
     if f.format in ("csv", "tsv"):
         types = None if schema is None else {n: schema.field(n).type for n in schema.names}
         read, parse, convert = _csv_options(f, opts, opts.batch_bytes, types, invalid)
-        return pcsv.open_csv(_open_stream(f), read, parse, convert)
+        return pcsv.open_csv(stream, read, parse, convert), position
     read = pjson.ReadOptions(block_size=opts.batch_bytes)
     parse = pjson.ParseOptions(explicit_schema=schema, newlines_in_values=False)
-    return pjson.open_json(_open_stream(f), read, parse)
+    return pjson.open_json(stream, read, parse), position
 
 
 def _parquet_batches(pf: pq.ParquetFile, batch_bytes: int) -> Iterator[pa.RecordBatch]:
@@ -278,18 +293,18 @@ class Source:
         done = 0
         for f in self.files:
             rows = 0
-            for batch in self._file_batches(f):
+            for batch, fraction in self._file_batches(f):
                 rows += batch.num_rows
-                yield SourceBatch(batch, f.path, rows - batch.num_rows, done)
+                yield SourceBatch(batch, f.path, rows - batch.num_rows, done + int(min(1.0, fraction) * f.size))
             done += f.size
 
-    def _file_batches(self, f: InputFile) -> Iterator[pa.RecordBatch]:
+    def _file_batches(self, f: InputFile) -> Iterator[tuple[pa.RecordBatch, float]]:
         invalid = _InvalidRows()
         try:
-            reader = _reader(f, self.options, self.file_schema, self.scratch, invalid)
+            reader, position = _reader(f, self.options, self.file_schema, self.scratch, invalid)
             for batch in reader:
                 if batch.num_rows:
-                    yield self._conform(batch, f)
+                    yield self._conform(batch, f), position()
         except (pa.ArrowException, OSError, EOFError) as err:
             raise _file_error(f, err, self.options, invalid) from None
 

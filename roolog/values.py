@@ -249,8 +249,3 @@ def as_list(values: pa.Array, offsets: np.ndarray) -> pa.Array:
     """Zero-copy list<T> view of values cut at offsets (batches are cut by bytes, well below 2**31)."""
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
-
-def flatten_list(arr: pa.Array) -> pa.Array:
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    return arr.flatten()

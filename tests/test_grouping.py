@@ -134,3 +134,27 @@ def test_shard_is_xxh64_of_the_key_mod_n(logs, tmp_path):
         keys = pq.read_table(tmp_path / "o" / f"part-{i:05d}.parquet", columns=["request_id"]).column(0)
         assert keys.num_chunks <= 1 and len(keys) > 0
         assert set(key_hashes([keys.combine_chunks()]) % np.uint64(4)) == {i}
+
+
+def test_a_partition_bigger_than_the_memory_limit_is_folded_in_parts(logs, tmp_path, monkeypatch):
+    import importlib
+
+    from roolog.spill import RunSpill
+
+    conv = importlib.import_module("roolog.convert")  # the module (roolog.convert is also the function)
+
+    folder, contiguous = logs
+    parts_seen = []
+    original_split = RunSpill._split
+
+    def counting_split(self, p, grouping, k):
+        parts_seen.append(k)
+        return original_split(self, p, grouping, k)
+
+    monkeypatch.setattr(conv, "_partition_count", lambda files, shards, limit: shards)  # one partition per shard
+    monkeypatch.setattr(RunSpill, "_split", counting_split)
+    report, exploded = roundtrip([folder / "shuffled.parquet"], tmp_path / "o", key=("request_id",),
+                                 order_by="position", memory_limit=200_000, read=ReadOptions(batch_bytes=50_000))
+    assert parts_seen and parts_seen[0] > 1
+    assert report["totals"]["requests"] == 400
+    assert_same_rows(contiguous, exploded)
