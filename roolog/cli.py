@@ -44,7 +44,7 @@ def _fail_cleanly(fn):
         except RoologError as err:
             click.echo(f"roolog: error: {err}", err=True)
             sys.exit(err.exit_code)
-        except pa.ArrowException as err:
+        except (pa.ArrowException, OSError) as err:  # data pyarrow could not read; a full disk
             click.echo(f"roolog: error: {str(err).strip().splitlines()[0]}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from .progress import bar
 from .report import LengthHistogram, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
 from .shards import (COUNT_COLUMN, OutputFolder, ShardInfo, ShardWriter, schema_to_b64, shards_doc)
-from .sources import InputFile, ReadOptions, Source, resolve_inputs
+from .sources import ReadOptions, Source, resolve_inputs
 from .spill import RunSpill
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
@@ -66,13 +66,6 @@ def _initial_levels(declared: LogSchema | None, schema: pa.Schema, key, on_confl
                   declared=set(request))
 
 
-def _partition_count(files: list[InputFile], shards: int, memory_limit: int) -> int:
-    """Spill partitions: a multiple of the shard count, each expected to fit a quarter of the memory limit."""
-    in_memory = sum(f.size * (4 if f.format == "parquet" or f.compression else 1.5) for f in files)
-    per_shard = math.ceil(in_memory / shards / max(1, memory_limit // 4))
-    return shards * min(max(1, per_shard), max(1, 4096 // shards))
-
-
 class _ColumnBytes:
     def __init__(self, names: list[str]):
         self.bytes = dict.fromkeys(names, 0)
@@ -102,7 +95,7 @@ def convert(inputs: list[str], out: str, **options) -> dict:
         levels = _initial_levels(declared, source.schema, key, opts.on_conflict)
         grouping = Grouping(source.schema, key, order_by, levels)
         n_shards = opts.shards or max(1, math.ceil(source.total_bytes / SHARD_TARGET_BYTES))
-        spill = RunSpill(os.path.join(folder.tmp, "spill"), _partition_count(files, n_shards, opts.memory_limit))
+        spill = RunSpill(os.path.join(folder.tmp, "spill"), n_shards)
         streamer = StreamGrouper(grouping, opts.drop_null_keys, carry_bytes=max(1 << 20, opts.memory_limit // 4))
         input_bytes = _ColumnBytes(source.schema.names)
 
@@ -116,7 +109,6 @@ def convert(inputs: list[str], out: str, **options) -> dict:
                 spill.write(runs)
             spill.close()
             progress.update(source.total_bytes - progress.n)
-        spill_bytes = spill.bytes()
 
         for p in range(spill.partitions):  # requests scattered over the input: fold their runs
             spill.fold(p, grouping, max_bytes=opts.memory_limit // 4)
@@ -132,27 +124,26 @@ def convert(inputs: list[str], out: str, **options) -> dict:
         with bar(n_shards, "writing", "shard", opts.progress) as progress:
             for s in range(n_shards):
                 writer = ShardWriter(folder.shard_path(s), out_schema, opts.compression_level)
-                for p in range(s, spill.partitions, n_shards):
-                    for runs in spill.read(p, grouping):
-                        n = runs.column(N_COL).to_numpy()
-                        lengths.add(n)
-                        batch = _output_batch(runs, names, with_count)
-                        output_bytes.add(batch)
-                        writer.write(batch, int(n.sum()))
+                for runs in spill.read(s, grouping):
+                    n = runs.column(N_COL).to_numpy()
+                    lengths.add(n)
+                    batch = _output_batch(runs, names, with_count)
+                    output_bytes.add(batch)
+                    writer.write(batch, int(n.sum()))
                 shards.append(writer.close())
                 progress.update(1)
 
         wall = time.perf_counter() - started
         disk = on_disk_column_bytes([folder.shard_path(s) for s in range(n_shards)])
         report = _report(out, files, source, grouping, streamer, shards, lengths, input_bytes, output_bytes,
-                         disk, wall, spill, spill_bytes)
+                         disk, wall, spill)
         manifest = _manifest(files, opts, source.schema, grouping, declared, with_count, shards)
         folder.publish(shards, report, manifest)
     return report
 
 
 def _report(out, files, source, grouping, streamer, shards, lengths, input_bytes, output_bytes, disk, wall,
-            spill, spill_bytes) -> dict:
+            spill) -> dict:
     rows = sum(s.impressions for s in shards)
     columns = []
     for name in source.schema.names:
@@ -177,7 +168,7 @@ def _report(out, files, source, grouping, streamer, shards, lengths, input_bytes
         "columns": columns,
         "demoted": list(grouping.levels.demoted),
         "null_key_rows_dropped": streamer.null_key_rows,
-        "spill": {"partitions": spill.partitions, "bytes": spill_bytes},
+        "spill": {"bytes": spill.bytes_written, "most_parts": spill.most_parts},
         "wall_seconds": round(wall, 3),
         "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
     }

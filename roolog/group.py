@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from .errors import RoologError
 from .schema import Levels
 from .sources import SourceBatch
-from .values import adjacent_differs, as_list, key_hashes, offsets_from_lengths, pairwise_differs, repeat_indices
+from .values import (adjacent_differs, as_list, key_hashes, offsets_from_lengths, pairwise_differs,
+                     repeat_indices, sortable_key)
 
 N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
 
@@ -65,10 +66,12 @@ class Grouping:
         hashes = key_hashes([pieces.column(k).take(pa.array(starts)) for k in self.key])
         out_of_order = (np.diff(seq) < 0) & ~changes
         if len(np.unique(hashes)) < len(starts) or out_of_order.any():  # a key comes back non-adjacently
-            table = pa.table([pieces.column(k) for k in self.key] + [pa.array(seq)], names=[*self.key, SEQ_COL])
+            keys = [sortable_key(pieces.column(k)) for k in self.key]
+            table = pa.table([*keys, pa.array(seq)], names=[*self.key, SEQ_COL])
             perm = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in table.column_names]).to_numpy()
             changes = self.key_changes(pieces, perm)
             starts = np.r_[0, np.flatnonzero(changes) + 1]
+            perm, starts, changes = _requests_by_first_seq(perm, starts, seq)
             hashes = key_hashes([pieces.column(k).take(pa.array(perm[starts])) for k in self.key])
         order = np.arange(pieces.num_rows) if perm is None else perm
         self._check_levels(pieces, perm, changes, order[starts], where)
@@ -165,6 +168,18 @@ class Grouping:
         return self.fold(rows, np.ones(rows.num_rows, dtype=np.int64), seq, where)
 
 
+def _requests_by_first_seq(perm: np.ndarray, starts: np.ndarray, seq: np.ndarray):
+    """Reorder key-sorted groups of pieces so requests come out in input order (by their first row)."""
+    lengths = np.diff(np.r_[starts, len(perm)])
+    order = np.argsort(seq[perm[starts]], kind="stable")
+    new_lengths = lengths[order]
+    new_starts = np.r_[0, np.cumsum(new_lengths)[:-1]]
+    moved = perm[np.repeat(starts[order] - new_starts, new_lengths) + np.arange(len(perm))]
+    changes = np.zeros(max(0, len(perm) - 1), dtype=bool)
+    changes[new_starts[1:] - 1] = True
+    return moved, new_starts, changes
+
+
 def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> pa.RecordBatch | None:
     """Fold runs that share a key into one run each. Returns None when every key has one run already."""
     hashes = runs.column(HASH_COL).to_numpy()
@@ -176,7 +191,8 @@ def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> pa.RecordBatch
     merged = grouping.fold_runs(batch.filter(pa.array(split)), where)
     whole = grouping.conform(batch.filter(pa.array(~split)))
     merged = grouping.conform(merged)  # folding may have moved columns to impression level
-    return pa.Table.from_batches([whole, merged]).combine_chunks().to_batches()[0]
+    table = pa.Table.from_batches([whole, merged])
+    return table.take(pc.sort_indices(table, [(SEQ_COL, "ascending")])).combine_chunks().to_batches()[0]
 
 
 class StreamGrouper:

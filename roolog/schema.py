@@ -59,7 +59,7 @@ def load_schema(path: str) -> LogSchema:
             doc = tomllib.load(fh)
     except OSError as err:
         raise UsageProblem(f"cannot read schema file {path}: {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise RoologError(f"{path}: not valid TOML: {err}") from None
     unknown = set(doc) - {"key", "order_by", "request", "impression", "labels"}
     if unknown:
@@ -82,8 +82,24 @@ def load_schema(path: str) -> LogSchema:
     return LogSchema(key, order_by, str_list("request"), str_list("impression"), str_list("labels"))
 
 
+RESERVED_PREFIX = "__roolog_"
+
+
+def check_columns(schema: pa.Schema) -> None:
+    """Column names roolog can carry through: unique, not its own internal names, types it can regroup."""
+    for f in schema:
+        if f.name.startswith(RESERVED_PREFIX):
+            raise RoologError(f"column {f.name!r}: names starting with {RESERVED_PREFIX} are reserved for roolog")
+        try:
+            pa.nulls(1, f.type).take(pa.array([0]))
+        except pa.ArrowNotImplementedError:
+            raise RoologError(f"column {f.name!r} has type {f.type}, which roolog cannot regroup; "
+                              "cast it to a related type (for example string) first") from None
+
+
 def check_key_and_order(schema: pa.Schema, key: tuple[str, ...], order_by: str | None) -> None:
     """Key and order columns exist and have usable types."""
+    check_columns(schema)
     if not key:
         raise UsageProblem("give the request key with --key COL (or in --schema)")
     for col in key:

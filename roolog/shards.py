@@ -107,9 +107,14 @@ def read_manifest(out: str) -> dict:
         raise RoologError(f"{out} is not a finished roolog output (no {MANIFEST}); run roolog convert again")
     try:
         with open(path) as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError) as err:
+            manifest = json.load(fh)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RoologError(f"{path}: unreadable manifest ({err})") from None
+    schema = manifest.get("schema") if isinstance(manifest, dict) else None
+    if not isinstance(schema, dict) or not isinstance(manifest.get("shards"), list) or any(
+            field not in schema for field in ("key", "request", "impression", "arrow_schema")):
+        raise RoologError(f"{path}: not a roolog manifest (missing schema or shards)")
+    return manifest
 
 
 class OutputFolder:

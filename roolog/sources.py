@@ -127,6 +127,8 @@ def _open_stream(f: InputFile) -> pa.NativeFile:
 
 def _csv_options(f: InputFile, opts: ReadOptions, block_size: int, column_types=None, on_invalid=None):
     delimiter = opts.delimiter or ("\t" if f.format == "tsv" else ",")
+    if len(delimiter) != 1:
+        raise UsageProblem(f"--delimiter must be one character, not {delimiter!r}")
     read = pcsv.ReadOptions(block_size=block_size, use_threads=True)
     parse = pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid)
     convert_kw = {"column_types": column_types} if column_types is not None else {}
@@ -242,6 +244,9 @@ def _peek_schema(f: InputFile, opts: ReadOptions, scratch: str) -> pa.Schema:
                 schema = r.schema
     except (pa.ArrowException, OSError, EOFError) as err:
         raise _file_error(f, err, opts, invalid) from None
+    twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if twice:
+        raise RoologError(f"{f.path}: column name(s) {twice} appear more than once in the header")
     return schema
 
 

@@ -1,20 +1,29 @@
-"""Run batches hash-partitioned by key into compressed Arrow IPC files, so each partition fits in memory.
+"""Run batches hash-partitioned by shard into compressed Arrow IPC streams under OUT's temp folder.
 
-Partition p holds the runs whose key hash is p mod P. P is a multiple of the shard count N, so every
-partition belongs to exactly one shard (hash mod N). When a column moves to impression level mid-run the
-run schema changes; the partition then starts a new file, and readers conform older files on the way out.
+Partition s holds the runs whose key hash is s mod N: exactly the requests of shard s. Runs arrive in
+input order (by the position of their first row). A partition whose requests were scattered is folded
+- in parts of bounded memory when it is large; a key's runs always fall in one part - and its parts are
+merged back in input order when the shard is written, so the shard's bytes do not depend on how many
+parts the memory limit asked for.
+
+(Streams rather than IPC files: a stream may replace a column's dictionary from one batch to the next.
+When a column moves to impression level mid-run the run schema changes and the partition starts a new
+file; readers conform older files on the way out.)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .group import HASH_COL, Grouping, merge_runs
+from .group import HASH_COL, SEQ_COL, Grouping, merge_runs
 
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+MAX_PARTS = 32  # files open while a partition is split; a single key never splits anyway
 
 
 class RunSpill:
@@ -22,9 +31,12 @@ class RunSpill:
         self.folder = folder
         self.partitions = partitions
         os.makedirs(folder, exist_ok=True)
-        self._writers: dict[int, tuple[pa.Schema, pa.ipc.RecordBatchFileWriter]] = {}
+        self._writers: dict[int, tuple[pa.Schema, pa.ipc.RecordBatchStreamWriter]] = {}
         self._files: dict[int, list[str]] = {p: [] for p in range(partitions)}
+        self._in_parts: set[int] = set()  # partitions folded in parts: files to merge, not to concatenate
         self._bytes = np.zeros(partitions, dtype=np.int64)  # in-memory size of what each partition holds
+        self.bytes_written = 0
+        self.most_parts = 1
 
     def write(self, runs: pa.RecordBatch) -> None:
         if runs.num_rows == 0:
@@ -40,14 +52,14 @@ class RunSpill:
             self._bytes[p] += piece.nbytes
             start += int(counts[p])
 
-    def _writer(self, p: int, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
+    def _writer(self, p: int, schema: pa.Schema) -> pa.ipc.RecordBatchStreamWriter:
         current = self._writers.get(p)
         if current is not None and current[0].equals(schema):
             return current[1]
         if current is not None:
             current[1].close()
         path = os.path.join(self.folder, f"p{p:05d}-{len(self._files[p]):04d}.arrow")
-        writer = pa.ipc.new_file(path, schema, options=_IPC)
+        writer = pa.ipc.new_stream(path, schema, options=_IPC)
         self._writers[p] = (schema, writer)
         self._files[p].append(path)
         return writer
@@ -56,16 +68,14 @@ class RunSpill:
         for _, writer in self._writers.values():
             writer.close()
         self._writers.clear()
+        self.bytes_written = self._disk_bytes()
 
     def fold(self, p: int, grouping: Grouping, max_bytes: int) -> None:
-        """Fold partition p's scattered requests into one run each, in parts of about `max_bytes` in memory.
-
-        A part is the runs whose hash // P is the same mod k: a key's runs always fall in one part.
-        """
+        """Fold partition p's scattered requests into one run each, in parts of about `max_bytes` in memory."""
         if not self._files[p]:
             return
-        k = max(1, -(-int(self._bytes[p]) // max(1, max_bytes)))
-        parts = [self.read_table(p, grouping)] if k == 1 else self._split(p, grouping, k)
+        k = min(MAX_PARTS, max(1, -(-int(self._bytes[p]) // max(1, max_bytes))))
+        parts = [self._read_table(p, grouping)] if k == 1 else self._split(p, grouping, k)
         folded = []
         for j, part in enumerate(parts):
             merged = merge_runs(grouping, part, f"spill partition {p}")
@@ -76,40 +86,81 @@ class RunSpill:
         for old in self._files[p]:
             os.remove(old)
         self._files[p] = folded
+        if k > 1:
+            self._in_parts.add(p)
+            self.most_parts = max(self.most_parts, k)
 
     def _write_table(self, name: str, table: pa.Table) -> str:
         path = os.path.join(self.folder, name)
-        with pa.ipc.new_file(path, table.schema, options=_IPC) as writer:
+        with pa.ipc.new_stream(path, table.schema, options=_IPC) as writer:
             writer.write_table(table)
         return path
 
-    def _split(self, p: int, grouping: Grouping, k: int):
-        """Stream partition p into k part files, then yield each part as a table."""
+    def _split(self, p: int, grouping: Grouping, k: int) -> Iterator[pa.Table]:
+        """Stream partition p into k part files (by hash // N mod k), then yield each part as a table."""
         paths = [os.path.join(self.folder, f"p{p:05d}-part{j:04d}.arrow") for j in range(k)]
         schema = grouping.run_schema()
-        writers = [pa.ipc.new_file(path, schema, options=_IPC) for path in paths]
+        writers = [pa.ipc.new_stream(path, schema, options=_IPC) for path in paths]
         for runs in self.read(p, grouping):
-            part = ((runs.column(HASH_COL).to_numpy() // np.uint64(self.partitions)) % np.uint64(k)).astype(np.int64)
+            hashes = runs.column(HASH_COL).to_numpy()
+            part = ((hashes // np.uint64(self.partitions)) % np.uint64(k)).astype(np.int64)
             for j in np.unique(part):
                 writers[j].write_batch(runs.filter(pa.array(part == j)))
         for writer in writers:
             writer.close()
         for path in paths:
             with pa.memory_map(path) as source:
-                table = pa.ipc.open_file(source).read_all()
+                table = pa.ipc.open_stream(source).read_all()
             os.remove(path)
             yield table
 
-    def read(self, p: int, grouping: Grouping):
-        """Partition p's run batches, one at a time, conformed to the current levels."""
-        for path in self._files[p]:
-            with pa.memory_map(path) as source:
-                reader = pa.ipc.open_file(source)
-                for i in range(reader.num_record_batches):
-                    yield grouping.conform(reader.get_batch(i))
+    def _stream(self, path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
+        with pa.memory_map(path) as source:
+            for batch in pa.ipc.open_stream(source):
+                yield grouping.conform(batch)
 
-    def read_table(self, p: int, grouping: Grouping) -> pa.Table:
+    def read(self, p: int, grouping: Grouping) -> Iterator[pa.RecordBatch]:
+        """Partition p's run batches in input order, conformed to the current levels."""
+        streams = [self._stream(path, grouping) for path in self._files[p]]
+        if p in self._in_parts:
+            yield from merge_by_seq(streams)
+        else:
+            for stream in streams:
+                yield from stream
+
+    def _read_table(self, p: int, grouping: Grouping) -> pa.Table:
         return pa.Table.from_batches(list(self.read(p, grouping)), schema=grouping.run_schema())
 
-    def bytes(self) -> int:
+    def _disk_bytes(self) -> int:
         return sum(os.path.getsize(f) for files in self._files.values() for f in files)
+
+
+def merge_by_seq(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
+    """Merge streams of runs, each sorted by input position, into one sorted stream (one batch per stream
+    in memory): repeatedly emit every run up to the smallest last position among the streams' heads."""
+    heads: list[tuple[pa.RecordBatch, Iterator[pa.RecordBatch]]] = []
+    for stream in streams:
+        first = _next_rows(stream)
+        if first is not None:
+            heads.append((first, stream))
+    while heads:
+        bound = min(batch.column(SEQ_COL)[-1].as_py() for batch, _ in heads)
+        pieces, rest = [], []
+        for batch, stream in heads:
+            cut = int(np.searchsorted(batch.column(SEQ_COL).to_numpy(), bound, side="right"))
+            pieces.append(batch.slice(0, cut))
+            batch = batch.slice(cut) if cut < batch.num_rows else _next_rows(stream)
+            if batch is not None:
+                rest.append((batch, stream))
+        heads = rest
+        table = pa.Table.from_batches(pieces).unify_dictionaries()
+        table = table.take(pc.sort_indices(table, [(SEQ_COL, "ascending")]))
+        yield from table.combine_chunks().to_batches()
+
+
+def _next_rows(stream: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
+    """The stream's next batch that has rows, or None at its end."""
+    for batch in stream:
+        if batch.num_rows:
+            return batch
+    return None

@@ -58,7 +58,7 @@ def pairwise_differs(arr: pa.Array | pa.ChunkedArray, a: np.ndarray, b: np.ndarr
         return np.zeros(len(a), dtype=bool)
     if pa.types.is_dictionary(t):
         return pairwise_differs(arr.dictionary_decode(), a, b)
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         return pairwise_differs(arr.storage, a, b)
     valid = _validity(arr)
     va, vb = valid[a], valid[b]
@@ -122,6 +122,8 @@ def adjacent_differs(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     t = arr.type
     if pa.types.is_dictionary(t):
         return adjacent_differs(arr.dictionary_decode())
+    if isinstance(t, pa.BaseExtensionType):
+        return adjacent_differs(arr.storage)
     if _is_fixed_width(t):
         bits = _fixed_width_bits(arr)
         ne = bits[1:] != bits[:-1]
@@ -213,7 +215,9 @@ def _column_hash(arr: pa.Array) -> np.ndarray:
         return _column_hash(arr.dictionary_decode())
     if pa.types.is_floating(t):
         return xxh64_u64(arr.cast(pa.float64()).to_numpy(zero_copy_only=False).view(np.uint64))
-    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t):
+    if pa.types.is_temporal(t):  # dates, times, timestamps, durations: their integer storage
+        return _column_hash(arr.view(pa.int32() if t.bit_width == 32 else pa.int64()))
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
         if pa.types.is_uint64(t):
             ints = arr.to_numpy(zero_copy_only=False).view(np.uint64)
         else:
@@ -223,6 +227,16 @@ def _column_hash(arr: pa.Array) -> np.ndarray:
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return np.fromiter((digest(v.encode()) for v in arr.to_pylist()), dtype=np.uint64, count=len(arr))
     return np.fromiter((digest(v) for v in arr.to_pylist()), dtype=np.uint64, count=len(arr))
+
+
+def sortable_key(arr: pa.Array) -> pa.Array:
+    """A key column in a form whose sort puts bit-identical keys next to each other (0.0 apart from -0.0)."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return sortable_key(arr.dictionary_decode())
+    if pa.types.is_floating(t):
+        return arr.cast(pa.float64()).view(pa.int64())
+    return arr
 
 
 def key_hashes(columns: list[pa.Array]) -> np.ndarray:
