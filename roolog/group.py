@@ -20,8 +20,7 @@ import pyarrow.compute as pc
 from .errors import RoologError
 from .schema import Levels
 from .sources import SourceBatch
-from .values import (adjacent_differs, as_list, key_hashes, offsets_from_lengths, pairwise_differs,
-                     repeat_indices, sortable_key)
+from .values import adjacent_differs, as_list, key_hashes, offsets_from_lengths, repeat_indices, sortable_key
 
 N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
 
@@ -118,10 +117,8 @@ class Grouping:
         """Move request-level columns that vary inside a request to impression level (or fail if declared)."""
         for col in list(self.levels.request):
             c = pieces.column(col)
-            if perm is None:
-                varies = np.flatnonzero(adjacent_differs(c) & ~changes)
-            else:
-                varies = np.flatnonzero(pairwise_differs(c, perm[:-1], perm[1:]) & ~changes)
+            in_order = c if perm is None else c.take(pa.array(perm))  # one copy; then neighbours compare
+            varies = np.flatnonzero(adjacent_differs(in_order) & ~changes)
             if len(varies) == 0:
                 continue
             if col in self.levels.fixed:
@@ -180,8 +177,9 @@ def _requests_by_first_seq(perm: np.ndarray, starts: np.ndarray, seq: np.ndarray
     return moved, new_starts, changes
 
 
-def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> pa.RecordBatch | None:
-    """Fold runs that share a key into one run each. Returns None when every key has one run already."""
+def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> list[pa.RecordBatch] | None:
+    """Fold runs that share a key into one run each: the runs that were whole already and the folded ones,
+    each in input order. None when every key has one run already."""
     hashes = runs.column(HASH_COL).to_numpy()
     unique, counts = np.unique(hashes, return_counts=True)
     if (counts == 1).all():
@@ -189,10 +187,8 @@ def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> pa.RecordBatch
     batch = runs.combine_chunks().to_batches()[0]
     split = np.isin(hashes, unique[counts > 1])
     merged = grouping.fold_runs(batch.filter(pa.array(split)), where)
-    whole = grouping.conform(batch.filter(pa.array(~split)))
-    merged = grouping.conform(merged)  # folding may have moved columns to impression level
-    table = pa.Table.from_batches([whole, merged])
-    return table.take(pc.sort_indices(table, [(SEQ_COL, "ascending")])).combine_chunks().to_batches()[0]
+    whole = batch.filter(pa.array(~split))
+    return [grouping.conform(whole), grouping.conform(merged)]  # folding may have moved columns
 
 
 class StreamGrouper:

@@ -33,7 +33,7 @@ class RunSpill:
         os.makedirs(folder, exist_ok=True)
         self._writers: dict[int, tuple[pa.Schema, pa.ipc.RecordBatchStreamWriter]] = {}
         self._files: dict[int, list[str]] = {p: [] for p in range(partitions)}
-        self._in_parts: set[int] = set()  # partitions folded in parts: files to merge, not to concatenate
+        self._sorted_streams: set[int] = set()  # folded partitions: files to merge by input order
         self._bytes = np.zeros(partitions, dtype=np.int64)  # in-memory size of what each partition holds
         self.bytes_written = 0
         self.most_parts = 1
@@ -81,14 +81,13 @@ class RunSpill:
             merged = merge_runs(grouping, part, f"spill partition {p}")
             if merged is None and k == 1:
                 return  # no scattered request here: keep the files as they are
-            table = part if merged is None else pa.Table.from_batches([merged])
-            folded.append(self._write_table(f"p{p:05d}-folded{j:04d}.arrow", table))
+            for i, table in enumerate([part] if merged is None else [pa.Table.from_batches([b]) for b in merged]):
+                folded.append(self._write_table(f"p{p:05d}-folded{j:04d}-{i}.arrow", table))
         for old in self._files[p]:
             os.remove(old)
         self._files[p] = folded
-        if k > 1:
-            self._in_parts.add(p)
-            self.most_parts = max(self.most_parts, k)
+        self._sorted_streams.add(p)
+        self.most_parts = max(self.most_parts, k)
 
     def _write_table(self, name: str, table: pa.Table) -> str:
         path = os.path.join(self.folder, name)
@@ -122,7 +121,7 @@ class RunSpill:
     def read(self, p: int, grouping: Grouping) -> Iterator[pa.RecordBatch]:
         """Partition p's run batches in input order, conformed to the current levels."""
         streams = [self._stream(path, grouping) for path in self._files[p]]
-        if p in self._in_parts:
+        if p in self._sorted_streams:
             yield from merge_by_seq(streams)
         else:
             for stream in streams:
