@@ -15,6 +15,7 @@ from . import __version__
 from .convert import convert as run_convert
 from .errors import RoologError
 from .explode import explode as run_explode
+from .log import EventLog
 from .report import format_summary
 from .sources import FORMATS, ReadOptions
 
@@ -97,12 +98,19 @@ def main() -> None:
 @click.option("--drop-null-keys", is_flag=True, help="Skip rows whose key is null (counted in the report).")
 @click.option("--memory-limit", type=Size(), default="1GB", show_default=True,
               help="Memory for grouping scattered requests; bounds each spill partition.")
-@click.option("--overwrite", is_flag=True, help="Replace the shards of an existing output.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
+@click.option("--partition-by", metavar="COL",
+              help="One output partition OUT/COL=value/ per value: a hive folder key or a column "
+                   "[default: the top-level hive folder key of partitioned inputs].")
+@click.option("--force", is_flag=True, help="Redo outputs that are up to date (same inputs and options).")
+@click.option("--overwrite", is_flag=True, help="Write into a folder that holds files roolog did not write.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Events on stderr as text, or as one JSON object per line for a scheduler.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars, no summary, no text events (for cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as one JSON object on stdout.")
 @_fail_cleanly
 def convert(inputs, out, key, order_by, input_format, delimiter, null_values, schema_file, shards,
-            compression_level, on_conflict, drop_null_keys, memory_limit, overwrite, quiet, as_json):
+            compression_level, on_conflict, drop_null_keys, memory_limit, partition_by, force, overwrite,
+            log_format, quiet, as_json):
     """Convert impression-level logs to request-level Parquet shards.
 
     INPUT is a file, a folder (hive key=value folders become columns) or a glob, in Parquet, CSV, TSV or
@@ -116,11 +124,12 @@ def convert(inputs, out, key, order_by, input_format, delimiter, null_values, sc
     read = ReadOptions(input_format=input_format, delimiter=delimiter, null_values=tuple(null_values))
     report = run_convert(list(inputs), out, key=tuple(key), order_by=order_by, schema_file=schema_file, read=read,
                          shards=shards, compression_level=compression_level, on_conflict=on_conflict,
-                         memory_limit=memory_limit, overwrite=overwrite, drop_null_keys=drop_null_keys,
-                         progress=not quiet)
+                         memory_limit=memory_limit, partition_by=partition_by, force=force, overwrite=overwrite,
+                         drop_null_keys=drop_null_keys, progress=not quiet and log_format == "text",
+                         log=EventLog(log_format, quiet))
     if as_json:
         click.echo(json.dumps(report))
-    if not quiet:
+    if not quiet and log_format == "text":
         click.echo(format_summary(report), err=True)
 
 

@@ -1,27 +1,40 @@
-"""`roolog.convert`: impression-level logs -> request-level shards, manifest and report.
+"""`roolog.convert`: impression-level logs -> request-level shards, manifests and reports.
 
-source -> record batches -> StreamGrouper -> run batches -> RunSpill (hash partitions)
+source -> record batches -> StreamGrouper -> run batches -> RunSpill (one partition per shard)
        -> RunSpill.fold (scattered requests) -> ShardWriter -> report, manifest (last)
+
+An output is one *unit* (OUT itself) or, when the inputs are partitioned (hive folders like ds=.../, or
+--partition-by COLUMN), one unit per partition (OUT/ds=.../). A unit whose manifest records the same
+inputs (path, size, mtime or content hash) and the same options is up to date and skipped.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import UsageProblem
-from .group import N_COL, Grouping, StreamGrouper
+from .group import N_COL, Grouping, StreamGrouper, null_keys_dropped
+from .log import silent
 from .progress import bar
 from .report import LengthHistogram, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
-from .shards import (COUNT_COLUMN, OutputFolder, ShardInfo, ShardWriter, schema_to_b64, shards_doc)
-from .sources import ReadOptions, Source, resolve_inputs
+from .shards import (COUNT_COLUMN, MANIFEST, REPORT, OutputFolder, ShardInfo, ShardWriter, failpoint, file_xxh64,
+                     read_json, schema_to_b64, shards_doc, write_json_atomic)
+from .sources import HIVE_NULL, InputFile, ReadOptions, Source, resolve_inputs
 from .spill import RunSpill
+from .values import key_hashes
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
 
@@ -36,9 +49,23 @@ class ConvertOptions:
     compression_level: int = 3
     on_conflict: str = "error"  # or "demote"
     memory_limit: int = 1 << 30
-    overwrite: bool = False
+    partition_by: str | None = None  # default: the top-level hive key of partitioned inputs
+    overwrite: bool = False  # write into a folder that holds files roolog did not write
+    force: bool = False  # redo units that are up to date
     drop_null_keys: bool = False
     progress: bool = True
+    row_group_bytes: int = 64 << 20  # in-memory bytes per Parquet row group
+    log: Callable[..., None] = silent
+
+
+def _output_options(opts: ConvertOptions, schema_hash: str | None) -> dict:
+    """Everything that decides an output's content: a unit made with other options is redone."""
+    read = asdict(opts.read)
+    read.pop("batch_bytes")
+    options = {"key": opts.key, "order_by": opts.order_by, "schema_xxh64": schema_hash, "read": read,
+               "shards": opts.shards, "compression_level": opts.compression_level, "on_conflict": opts.on_conflict,
+               "drop_null_keys": opts.drop_null_keys, "partition_by": opts.partition_by}
+    return json.loads(json.dumps(options))  # as the manifest will hold them (tuples become lists)
 
 
 def _resolve_schema(opts: ConvertOptions, schema: pa.Schema) -> tuple[LogSchema | None, tuple[str, ...], str | None]:
@@ -76,11 +103,218 @@ class _ColumnBytes:
                 self.bytes[name] += col.nbytes
 
 
-def _output_batch(runs: pa.RecordBatch, names: list[str], with_count: bool) -> pa.RecordBatch:
-    batch = runs.select(names)
-    if with_count:
-        batch = batch.append_column(COUNT_COLUMN, runs.column(N_COL))
-    return batch
+# ---- inputs and units ----------------------------------------------------------------------------------
+
+def _fingerprint(files: list[InputFile]) -> list[dict]:
+    return [{"path": os.path.abspath(f.path), "bytes": f.size, "mtime": f.mtime, "xxh64": file_xxh64(f.path)}
+            for f in files]
+
+
+def _unchanged(recorded: list[dict], files: list[InputFile]) -> bool:
+    """Same files, same sizes, and each with the same mtime or (touched only) the same content hash."""
+    if [r.get("path") for r in recorded] != [os.path.abspath(f.path) for f in files]:
+        return False
+    return all(r.get("bytes") == f.size and (r.get("mtime") == f.mtime or r.get("xxh64") == file_xxh64(f.path))
+               for r, f in zip(recorded, files, strict=True))
+
+
+def _up_to_date(manifest_path: str, files: list[InputFile], options: dict) -> bool:
+    manifest = read_json(manifest_path)
+    return bool(manifest) and manifest.get("options") == options and _unchanged(manifest.get("inputs", []), files)
+
+
+def partition_name(column: str, value) -> str:
+    text = HIVE_NULL if value is None else urllib.parse.quote(str(value), safe="")
+    return f"{urllib.parse.quote(column, safe='')}={text}"
+
+
+def _partition_column(files: list[InputFile], opts: ConvertOptions) -> str | None:
+    if opts.partition_by:
+        return opts.partition_by
+    if files and all(f.partition for f in files) and len({f.partition[0][0] for f in files}) == 1:
+        return files[0].partition[0][0]  # hive inputs: one output partition per top-level folder
+    return None
+
+
+# ---- one unit ------------------------------------------------------------------------------------------
+
+class _Unit:
+    """One output unit while its rows stream in: grouping, spill, statistics."""
+
+    def __init__(self, name: str | None, folder: OutputFolder, schema: pa.Schema, declared: LogSchema | None,
+                 key: tuple[str, ...], order_by: str | None, opts: ConvertOptions, n_shards: int):
+        self.name = name
+        self.opts = opts
+        self.dir = folder.unit_path(name or "_flat")
+        os.makedirs(self.dir)
+        self.spill_dir = os.path.join(folder.tmp, "spill", name or "_flat")
+        self.schema, self.declared = schema, declared
+        self.grouping = Grouping(schema, key, order_by, _initial_levels(declared, schema, key, opts.on_conflict))
+        self.spill = RunSpill(self.spill_dir, n_shards)
+        self.streamer = StreamGrouper(self.grouping, carry_bytes=max(1 << 20, opts.memory_limit // 4))
+        self.input_bytes = _ColumnBytes(schema.names)
+        self.null_key_rows = 0
+
+    def feed(self, batch: pa.RecordBatch, where: str) -> None:
+        self.input_bytes.add(batch)
+        for runs in self.streamer.feed(batch, where):
+            self.spill.write(runs)
+
+    def finish(self, files: list[InputFile], fingerprint: list[dict], options: dict, started: float) -> dict:
+        """Fold, write the shards, report and manifest into the unit's folder; returns the report."""
+        for runs in self.streamer.flush():
+            self.spill.write(runs)
+        self.spill.close()
+        failpoint("spill")
+        g, opts = self.grouping, self.opts
+        for s in range(self.spill.partitions):  # requests scattered over the input: fold their runs
+            self.spill.fold(s, g, max_bytes=opts.memory_limit // 6)
+        names = list(self.schema.names)
+        with_count = not g.levels.impression
+        run_schema = g.run_schema()
+        out_schema = pa.schema([run_schema.field(n) for n in names]
+                               + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []))
+        lengths, output_bytes, shards = LengthHistogram(), _ColumnBytes(out_schema.names), []
+        with bar(self.spill.partitions, f"writing {self.name or ''}".strip(), "shard", opts.progress) as progress:
+            for s in range(self.spill.partitions):
+                writer = ShardWriter(os.path.join(self.dir, f"part-{s:05d}.parquet"), out_schema,
+                                     opts.compression_level, opts.row_group_bytes)
+                for runs in self.spill.read(s, g):
+                    n = runs.column(N_COL).to_numpy()
+                    lengths.add(n)
+                    batch = runs.select(names)
+                    if with_count:
+                        batch = batch.append_column(COUNT_COLUMN, runs.column(N_COL))
+                    output_bytes.add(batch)
+                    writer.write(batch, int(n.sum()))
+                shards.append(writer.close())
+                progress.update(1)
+                failpoint("write")
+        disk = on_disk_column_bytes([os.path.join(self.dir, s.file) for s in shards])
+        report = self._report(files, shards, lengths, output_bytes, disk, time.perf_counter() - started)
+        write_json_atomic(os.path.join(self.dir, REPORT), report)
+        write_json_atomic(os.path.join(self.dir, MANIFEST), self._manifest(fingerprint, options, with_count, shards))
+        return report
+
+    def _report(self, files, shards: list[ShardInfo], lengths, output_bytes, disk, wall: float) -> dict:
+        g = self.grouping
+        rows = sum(s.impressions for s in shards)
+        columns = []
+        for name in self.schema.names:
+            level = "key" if name in g.key else ("request" if name in g.levels.request else "impression")
+            before, after = self.input_bytes.bytes[name], output_bytes.bytes.get(name, 0)
+            columns.append({"name": name, "level": level, "logical_bytes_impression": before,
+                            "logical_bytes_request": after, "logical_ratio": ratio(before, after),
+                            "on_disk_bytes": disk.get(name, {}).get("compressed", 0)})
+        columns.sort(key=lambda c: c["logical_bytes_impression"] - c["logical_bytes_request"], reverse=True)
+        in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in shards)
+        logical_in, logical_out = sum(self.input_bytes.bytes.values()), sum(output_bytes.bytes.values())
+        return {
+            "roolog_version": __version__,
+            "partition": self.name,
+            "totals": {
+                "rows": rows, "requests": sum(s.requests for s in shards), "shards": len(shards),
+                "input_bytes": in_bytes, "output_bytes": out_bytes, "storage_ratio": ratio(in_bytes, out_bytes),
+                "logical_bytes_impression": logical_in, "logical_bytes_request": logical_out,
+                "logical_ratio": ratio(logical_in, logical_out),
+            },
+            "impressions_per_request": lengths.summary(),
+            "columns": columns,
+            "demoted": list(g.levels.demoted),
+            "null_key_rows_dropped": self.null_key_rows,
+            "spill": {"bytes": self.spill.bytes_written, "most_parts": self.spill.most_parts},
+            "wall_seconds": round(wall, 3),
+            "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
+        }
+
+    def _manifest(self, fingerprint: list[dict], options: dict, with_count: bool, shards: list[ShardInfo]) -> dict:
+        g, levels, schema = self.grouping, self.grouping.levels, self.schema
+        return {
+            "format": "roolog/1",
+            "roolog_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "inputs": fingerprint,
+            "options": options,
+            "schema": {
+                "key": list(g.key),
+                "order_by": g.order_by,
+                "request": list(levels.request),
+                "impression": [c for c in schema.names if c in levels.impression],
+                "labels": list(self.declared.labels) if self.declared else [],
+                "demoted": list(levels.demoted),
+                "count_column": COUNT_COLUMN if with_count else None,
+                "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
+                "arrow_schema": schema_to_b64(schema),
+            },
+            "shards": shards_doc(shards),
+            "totals": {"shards": len(shards), "requests": sum(s.requests for s in shards),
+                       "impressions": sum(s.impressions for s in shards), "bytes": sum(s.bytes for s in shards)},
+        }
+
+
+# ---- the run -------------------------------------------------------------------------------------------
+
+class _Run:
+    """One convert call: the locked output folder, the options, and the units converted so far."""
+
+    def __init__(self, folder: OutputFolder, opts: ConvertOptions, options: dict, started: float):
+        self.folder, self.opts, self.options, self.started = folder, opts, options, started
+        self.reports: dict[str | None, dict] = {}
+        self.skipped: list[str | None] = []
+        self.inputs: list[dict] = []  # the fingerprint of the inputs read (for a partitioned OUT's manifest)
+
+    def convert(self, files: list[InputFile], route_by: str | None, name: str | None) -> list[str]:
+        """Read `files` once into one unit (`name`), or one unit per value of column `route_by`."""
+        opts = self.opts
+        with Source(files, opts.read, os.path.join(self.folder.tmp, "read")) as source:
+            declared, key, order_by = _resolve_schema(opts, source.schema)
+            if route_by is not None and route_by not in source.schema.names:
+                raise UsageProblem(f"--partition-by {route_by!r} is not a column or hive folder of the input")
+            n_shards = opts.shards or max(1, math.ceil(source.total_bytes / SHARD_TARGET_BYTES))
+            units: dict[str | None, _Unit] = {}
+
+            def unit(unit_name):
+                if unit_name not in units:
+                    units[unit_name] = _Unit(unit_name, self.folder, source.schema, declared, key, order_by, opts,
+                                             n_shards)
+                return units[unit_name]
+
+            dropped = 0
+            with bar(source.total_bytes, f"reading {name or ''}".strip(), "B", opts.progress,
+                     unit_scale=True) as progress:
+                for sb in source.batches():
+                    batch, n_null = null_keys_dropped(sb, key, opts.drop_null_keys)
+                    dropped += n_null
+                    where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"
+                    for unit_name, part in _route(batch, route_by, name):
+                        unit(unit_name).feed(part, where)
+                    progress.update(max(0, sb.bytes_done - progress.n))
+                    failpoint("read")
+            if not units:
+                unit(name)  # no rows at all: still an output, with empty shards
+            self.inputs = _fingerprint(files)
+            for u in units.values():
+                u.null_key_rows = dropped if len(units) == 1 else 0
+                report = u.finish(files, self.inputs, self.options, self.started)
+                self.reports[u.name] = report
+                self.opts.log("done", partition=u.name, output=self.folder.out, requests=report["totals"]["requests"],
+                              rows=report["totals"]["rows"], shards=report["totals"]["shards"])
+                for col in report["demoted"]:
+                    self.opts.log("warning", message=f"column {col!r} varied inside a request: stored as a list")
+            if dropped:
+                self.opts.log("warning", message=f"{dropped:,} rows with a null key were dropped")
+            return list(units)
+
+
+def _route(batch: pa.RecordBatch, column: str | None, name: str | None):
+    """(unit name, rows) pairs: all rows to `name`, or rows split by the value of `column`."""
+    if column is None:
+        yield name, batch
+        return
+    values = batch.column(column)
+    for value in pc.unique(values).to_pylist():
+        mask = values.is_null() if value is None else pc.equal(values, pa.scalar(value, values.type))
+        yield partition_name(column, value), batch.filter(pc.fill_null(mask, False))
 
 
 def convert(inputs: list[str], out: str, **options) -> dict:
@@ -90,111 +324,99 @@ def convert(inputs: list[str], out: str, **options) -> dict:
         raise UsageProblem(f"--on-conflict must be error or demote, not {opts.on_conflict!r}")
     started = time.perf_counter()
     files = resolve_inputs(list(inputs), opts.read.input_format)
-    with OutputFolder(out, opts.overwrite) as folder, Source(files, opts.read, folder.tmp) as source:
-        declared, key, order_by = _resolve_schema(opts, source.schema)
-        levels = _initial_levels(declared, source.schema, key, opts.on_conflict)
-        grouping = Grouping(source.schema, key, order_by, levels)
-        n_shards = opts.shards or max(1, math.ceil(source.total_bytes / SHARD_TARGET_BYTES))
-        spill = RunSpill(os.path.join(folder.tmp, "spill"), n_shards)
-        streamer = StreamGrouper(grouping, opts.drop_null_keys, carry_bytes=max(1 << 20, opts.memory_limit // 4))
-        input_bytes = _ColumnBytes(source.schema.names)
-
-        with bar(source.total_bytes, "reading", "B", opts.progress, unit_scale=True) as progress:
-            for sb in source.batches():
-                input_bytes.add(sb.batch)
-                for runs in streamer.feed(sb):
-                    spill.write(runs)
-                progress.update(max(0, sb.bytes_done - progress.n))
-            for runs in streamer.flush():
-                spill.write(runs)
-            spill.close()
-            progress.update(source.total_bytes - progress.n)
-
-        for p in range(spill.partitions):  # requests scattered over the input: fold their runs
-            spill.fold(p, grouping, max_bytes=opts.memory_limit // 4)
-
-        names = list(source.schema.names)
-        with_count = not levels.impression
-        run_schema = grouping.run_schema()
-        out_schema = pa.schema([run_schema.field(n) for n in names]
-                               + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []))
-        lengths = LengthHistogram()
-        output_bytes = _ColumnBytes(out_schema.names)
-        shards: list[ShardInfo] = []
-        with bar(n_shards, "writing", "shard", opts.progress) as progress:
-            for s in range(n_shards):
-                writer = ShardWriter(folder.shard_path(s), out_schema, opts.compression_level)
-                for runs in spill.read(s, grouping):
-                    n = runs.column(N_COL).to_numpy()
-                    lengths.add(n)
-                    batch = _output_batch(runs, names, with_count)
-                    output_bytes.add(batch)
-                    writer.write(batch, int(n.sum()))
-                shards.append(writer.close())
-                progress.update(1)
-
-        wall = time.perf_counter() - started
-        disk = on_disk_column_bytes([folder.shard_path(s) for s in range(n_shards)])
-        report = _report(out, files, source, grouping, streamer, shards, lengths, input_bytes, output_bytes,
-                         disk, wall, spill)
-        manifest = _manifest(files, opts, source.schema, grouping, declared, with_count, shards)
-        folder.publish(shards, report, manifest)
+    schema_hash = file_xxh64(opts.schema_file) if opts.schema_file and os.path.isfile(opts.schema_file) else None
+    column = _partition_column(files, opts)
+    options = _output_options(opts, schema_hash) | {"partition_by": column}
+    with OutputFolder(out, opts.overwrite) as folder:
+        opts.log("start", output=out, inputs=len(files), partition_by=column)
+        run = _Run(folder, opts, options, started)
+        if column is None:
+            _convert_flat(run, files)
+            report = run.reports[None] | {"skipped": bool(run.skipped)}
+        else:
+            _convert_partitioned(run, files, column)
+            report = _partitioned_report(run, column)
+    report["wall_seconds"] = round(time.perf_counter() - started, 3)
+    opts.log("summary", **{k: v for k, v in report.items() if k != "columns"})
     return report
 
 
-def _report(out, files, source, grouping, streamer, shards, lengths, input_bytes, output_bytes, disk, wall,
-            spill) -> dict:
-    rows = sum(s.impressions for s in shards)
-    columns = []
-    for name in source.schema.names:
-        level = "key" if name in grouping.key else ("request" if name in grouping.levels.request else "impression")
-        before, after = input_bytes.bytes[name], output_bytes.bytes.get(name, 0)
-        columns.append({"name": name, "level": level, "logical_bytes_impression": before,
-                        "logical_bytes_request": after, "logical_ratio": ratio(before, after),
-                        "on_disk_bytes": disk.get(name, {}).get("compressed", 0)})
-    columns.sort(key=lambda c: c["logical_bytes_impression"] - c["logical_bytes_request"], reverse=True)
-    in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in shards)
-    logical_in, logical_out = sum(input_bytes.bytes.values()), sum(output_bytes.bytes.values())
-    return {
-        "roolog_version": __version__,
-        "output": out,
-        "totals": {
-            "rows": rows, "requests": sum(s.requests for s in shards), "shards": len(shards),
-            "input_bytes": in_bytes, "output_bytes": out_bytes, "storage_ratio": ratio(in_bytes, out_bytes),
-            "logical_bytes_impression": logical_in, "logical_bytes_request": logical_out,
-            "logical_ratio": ratio(logical_in, logical_out),
-        },
-        "impressions_per_request": lengths.summary(),
-        "columns": columns,
-        "demoted": list(grouping.levels.demoted),
-        "null_key_rows_dropped": streamer.null_key_rows,
-        "spill": {"bytes": spill.bytes_written, "most_parts": spill.most_parts},
-        "wall_seconds": round(wall, 3),
-        "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
-    }
+def _convert_flat(run: _Run, files: list[InputFile]) -> None:
+    folder, opts = run.folder, run.opts
+    if not opts.force and _up_to_date(os.path.join(folder.out, MANIFEST), files, run.options):
+        opts.log("skipped", output=folder.out)
+        run.reports[None] = read_json(os.path.join(folder.out, REPORT))
+        run.skipped.append(None)
+        return
+    run.convert(files, None, None)
+    folder.publish_flat(folder.unit_path("_flat"))
 
 
-def _manifest(files, opts: ConvertOptions, schema: pa.Schema, grouping: Grouping, declared, with_count, shards):
-    levels = grouping.levels
-    return {
-        "format": "roolog/1",
-        "roolog_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": [{"path": os.path.abspath(f.path), "bytes": f.size, "mtime": f.mtime} for f in files],
-        "options": {"compression_level": opts.compression_level, "on_conflict": opts.on_conflict,
-                    "drop_null_keys": opts.drop_null_keys, "read": asdict(opts.read)},
-        "schema": {
-            "key": list(grouping.key),
-            "order_by": grouping.order_by,
-            "request": list(levels.request),
-            "impression": [c for c in schema.names if c in levels.impression],
-            "labels": list(declared.labels) if declared else [],
-            "demoted": list(levels.demoted),
-            "count_column": COUNT_COLUMN if with_count else None,
-            "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
-            "arrow_schema": schema_to_b64(schema),
-        },
-        "shards": shards_doc(shards),
-        "totals": {"shards": len(shards), "requests": sum(s.requests for s in shards),
-                   "impressions": sum(s.impressions for s in shards), "bytes": sum(s.bytes for s in shards)},
-    }
+def _convert_partitioned(run: _Run, files: list[InputFile], column: str) -> None:
+    folder, opts = run.folder, run.opts
+    by_folder = [f for f in files if column in dict(f.partition)]
+    if len(by_folder) == len(files):  # hive folders: each partition has its own inputs
+        groups: dict[str, list[InputFile]] = {}
+        for f in files:
+            groups.setdefault(partition_name(column, dict(f.partition)[column]), []).append(f)
+        for name, group in sorted(groups.items()):
+            target = os.path.join(folder.out, name, MANIFEST)
+            if not opts.force and _up_to_date(target, group, run.options):
+                opts.log("skipped", partition=name)
+                run.skipped.append(name)
+                continue
+            for made in run.convert(group, None, name):
+                folder.publish_partition(made, folder.unit_path(made))
+        run.inputs = []  # each partition's manifest records its own inputs
+        return
+    # a data column: every input may hold every partition; the inputs decide for all partitions at once
+    top = read_json(os.path.join(folder.out, MANIFEST))
+    if not opts.force and top.get("options") == run.options and _unchanged(top.get("inputs", []), files):
+        opts.log("skipped", output=folder.out)
+        run.skipped.extend(p["name"] for p in top.get("partitions", []))
+        run.inputs = top["inputs"]
+        return
+    made = run.convert(files, column, None)
+    for name in made:
+        folder.publish_partition(name, folder.unit_path(name))
+    for name in _partitions_in(folder.out):
+        if name not in made:
+            folder.remove_partition(name)  # from inputs that no longer hold it
+
+
+def _partitions_in(out: str) -> list[str]:
+    return sorted(n for n in os.listdir(out) if "=" in n and os.path.exists(os.path.join(out, n, MANIFEST)))
+
+
+def _partitioned_report(run: _Run, column: str) -> dict:
+    """The top-level manifest and report of a partitioned OUT: its partitions and their totals."""
+    out = run.folder.out
+    partitions, seen = [], []
+    for name in _partitions_in(out):
+        manifest = read_json(os.path.join(out, name, MANIFEST))
+        totals = manifest["totals"]
+        partitions.append({"name": name, "requests": totals["requests"], "impressions": totals["impressions"],
+                           "bytes": totals["bytes"], "skipped": name in run.skipped})
+        key = manifest["schema"]["key"]
+        for shard in manifest["shards"]:
+            keys = pq.read_table(os.path.join(out, name, shard["file"]), columns=key)
+            if keys.num_rows:
+                seen.append(np.unique(key_hashes([keys.column(k).combine_chunks() for k in key])))
+    hashes = np.concatenate(seen) if seen else np.zeros(0, np.uint64)
+    _, counts = np.unique(hashes, return_counts=True)
+    crossing = int((counts > 1).sum())
+    if crossing:
+        run.opts.log("warning", message=f"{crossing:,} requests have rows in more than one partition "
+                                        "(kept apart, one row per partition)")
+    totals = {k: sum(p[k] for p in partitions) for k in ("requests", "impressions", "bytes")}
+    report = {"roolog_version": __version__, "output": out, "partition_by": column, "partitions": partitions,
+              "totals": totals | {"partitions": len(partitions)}, "cross_partition_requests": crossing,
+              "converted": sorted(n for n in run.reports if n), "skipped": sorted(run.skipped)}
+    manifest = {"format": "roolog/1", "roolog_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "options": run.options, "inputs": run.inputs, "partition_by": column, "partitions": partitions,
+                "totals": report["totals"], "cross_partition_requests": crossing}
+    write_json_atomic(os.path.join(out, REPORT), report)
+    write_json_atomic(os.path.join(out, MANIFEST), manifest)
+    return report
+
+

@@ -10,33 +10,43 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import RoologError, UsageProblem
-from .shards import read_manifest, schema_from_b64
+from .shards import read_manifest, schema_from_b64, unit_folders
 from .values import repeat_indices
 
 
-def impression_batches(out: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """The original impression schema and a stream of impression-level batches, shard by shard."""
-    manifest = read_manifest(out)
+def _unit_batches(out: str, manifest: dict) -> Iterator[pa.RecordBatch]:
     spec = manifest["schema"]
     schema = schema_from_b64(spec["arrow_schema"])
     impression = set(spec["impression"])
     count_column = spec.get("count_column")
+    for shard in manifest["shards"]:
+        path = os.path.join(out, shard["file"])
+        if not os.path.exists(path):
+            raise RoologError(f"{path}: shard listed in the manifest is missing")
+        for batch in pq.ParquetFile(path).iter_batches():
+            if count_column:
+                lengths = batch.column(count_column).to_numpy()
+            else:
+                first = next(c for c in schema.names if c in impression)
+                lengths = pc.list_value_length(batch.column(first)).to_numpy()
+            rep = repeat_indices(lengths)
+            arrays = [batch.column(f.name).flatten() if f.name in impression else batch.column(f.name).take(rep)
+                      for f in schema]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def impression_batches(out: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The original impression schema and a stream of impression-level batches: partition by partition,
+    shard by shard."""
+    units = [(folder, read_manifest(folder)) for folder in unit_folders(out)]
+    if not units:
+        raise RoologError(f"{out}: the output has no partitions")
+    schema = schema_from_b64(units[0][1]["schema"]["arrow_schema"])
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for shard in manifest["shards"]:
-            path = os.path.join(out, shard["file"])
-            if not os.path.exists(path):
-                raise RoologError(f"{path}: shard listed in the manifest is missing")
-            for batch in pq.ParquetFile(path).iter_batches():
-                if count_column:
-                    lengths = batch.column(count_column).to_numpy()
-                else:
-                    first = next(c for c in schema.names if c in impression)
-                    lengths = pc.list_value_length(batch.column(first)).to_numpy()
-                rep = repeat_indices(lengths)
-                arrays = [batch.column(f.name).flatten() if f.name in impression else batch.column(f.name).take(rep)
-                          for f in schema]
-                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        for folder, manifest in units:
+            for batch in _unit_batches(folder, manifest):
+                yield batch if batch.schema.equals(schema) else batch.cast(schema)
 
     return schema, batches()
 

@@ -191,25 +191,40 @@ def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> list[pa.Record
     return [grouping.conform(whole), grouping.conform(merged)]  # folding may have moved columns
 
 
-class StreamGrouper:
-    """Streams source batches into run batches, carrying the last request across batch boundaries."""
+def null_keys_dropped(sb: SourceBatch, key: tuple[str, ...], drop: bool) -> tuple[pa.RecordBatch, int]:
+    """The batch without rows whose key is null; such a row is an error naming file and row unless `drop`."""
+    null = None
+    for k in key:
+        col = sb.batch.column(k)
+        if col.null_count:
+            mask = col.is_null().to_numpy(zero_copy_only=False)
+            null = mask if null is None else null | mask
+    if null is None:
+        return sb.batch, 0
+    if not drop:
+        col = next(k for k in key if sb.batch.column(k).null_count)
+        row = sb.first_row + int(np.flatnonzero(null)[0]) + 1
+        raise RoologError(f"{sb.path}, row {row}: key column {col!r} is null "
+                          f"(use --drop-null-keys to skip such rows; they are counted in the report)")
+    return sb.batch.filter(pa.array(~null)), int(null.sum())
 
-    def __init__(self, grouping: Grouping, drop_null_keys: bool = False, carry_bytes: int = 256 << 20):
+
+class StreamGrouper:
+    """Streams batches of rows into run batches, carrying the last request across batch boundaries."""
+
+    def __init__(self, grouping: Grouping, carry_bytes: int = 256 << 20):
         self.g = grouping
-        self.drop_null_keys = drop_null_keys
         self.carry_bytes = carry_bytes
         self.rows_seen = 0
-        self.null_key_rows = 0
         self._carry: list[tuple[pa.RecordBatch, np.ndarray]] = []
         self._carry_where = ""
 
-    def feed(self, sb: SourceBatch) -> Iterator[pa.RecordBatch]:
-        batch, seq = self._without_null_keys(sb)
-        self.rows_seen += sb.batch.num_rows
+    def feed(self, batch: pa.RecordBatch, where: str) -> Iterator[pa.RecordBatch]:
         n = batch.num_rows
         if n == 0:
             return
-        where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"
+        seq = np.arange(self.rows_seen, self.rows_seen + n, dtype=np.int64)
+        self.rows_seen += n
         bounds = np.flatnonzero(self.g.key_changes(batch)) + 1
         first_end = int(bounds[0]) if len(bounds) else n
         last_start = int(bounds[-1]) if len(bounds) else 0
@@ -223,7 +238,7 @@ class StreamGrouper:
         yield from self.flush()
         if last_start > body_start:
             yield self.g.fold_rows(batch.slice(body_start, last_start - body_start), seq[body_start:last_start],
-                                    where)
+                                   where)
         self._carry = [(batch.slice(last_start), seq[last_start:])]
         self._carry_where = where
 
@@ -249,22 +264,3 @@ class StreamGrouper:
             if adjacent_differs(pair)[0]:
                 return False
         return True
-
-    def _without_null_keys(self, sb: SourceBatch) -> tuple[pa.RecordBatch, np.ndarray]:
-        batch = sb.batch
-        seq = np.arange(self.rows_seen, self.rows_seen + batch.num_rows, dtype=np.int64)
-        null = None
-        for k in self.g.key:
-            col = batch.column(k)
-            if col.null_count:
-                mask = col.is_null().to_numpy(zero_copy_only=False)
-                null = mask if null is None else null | mask
-        if null is None:
-            return batch, seq
-        if not self.drop_null_keys:
-            col = next(k for k in self.g.key if batch.column(k).null_count)
-            row = sb.first_row + int(np.flatnonzero(null)[0]) + 1
-            raise RoologError(f"{sb.path}, row {row}: key column {col!r} is null "
-                              f"(use --drop-null-keys to skip such rows; they are counted in the report)")
-        self.null_key_rows += int(null.sum())
-        return batch.filter(pa.array(~null)), seq[~null]

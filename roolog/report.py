@@ -82,6 +82,10 @@ def format_table(rows: list[tuple[str, ...]], text_columns: int = 1) -> list[str
 
 def format_summary(report: dict) -> str:
     """A short human summary of a convert run, for stderr."""
+    if "partitions" in report:
+        return _partitioned_summary(report)
+    if report.get("skipped"):
+        return "roolog: the output is up to date (same inputs and options); nothing to do (--force redoes it)"
     t = report["totals"]
     ipr = report["impressions_per_request"]
     lines = [
@@ -102,4 +106,20 @@ def format_summary(report: dict) -> str:
         lines.append(f"  demoted to impression level (varied inside a request): {', '.join(report['demoted'])}")
     if report.get("null_key_rows_dropped"):
         lines.append(f"  rows dropped for a null key: {report['null_key_rows_dropped']:,}")
+    return "\n".join(lines)
+
+
+def _partitioned_summary(report: dict) -> str:
+    t = report["totals"]
+    lines = [f"roolog: {t['partitions']} partition(s) by {report['partition_by']}: "
+             f"{len(report['converted'])} converted, {len(report['skipped'])} up to date; "
+             f"{t['impressions']:,} impressions -> {t['requests']:,} requests, {human_bytes(t['bytes'])}"]
+    rows = [("partition", "state", "requests", "impressions", "on disk")]
+    for p in report["partitions"]:
+        rows.append((p["name"], "up to date" if p["skipped"] else "converted", f"{p['requests']:,}",
+                     f"{p['impressions']:,}", human_bytes(p["bytes"])))
+    lines += ["  " + line for line in format_table(rows, text_columns=2)]
+    if report["cross_partition_requests"]:
+        lines.append(f"  requests with rows in more than one partition (kept apart): "
+                     f"{report['cross_partition_requests']:,}")
     return "\n".join(lines)

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import fnmatch
 import glob
 import json
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
 from .errors import OutputLocked, RoologError, UsageProblem
+from .values import row_bytes
 
 MANIFEST, REPORT, LOCK = "_manifest.json", "_report.json", ".roolog.lock"
 TMP_PREFIX = ".roolog-tmp"
@@ -61,12 +65,26 @@ class ShardWriter:
         self.impressions = 0
 
     def write(self, batch: pa.RecordBatch, impressions: int) -> None:
-        self._buffer.append(batch)
-        self._buffered += batch.nbytes
+        """Buffer requests; a row group closes after the request that brings it to `row_group_bytes`.
+
+        The cut depends only on the requests' own sizes, never on how they were batched, so the same
+        requests always give the same row groups (and the same bytes).
+        """
         self.requests += batch.num_rows
         self.impressions += impressions
-        if self._buffered >= self.row_group_bytes:
+        sizes = np.cumsum(sum(row_bytes(col) for col in batch.columns))
+        start = 0
+        while start < batch.num_rows:
+            need = self.row_group_bytes - self._buffered
+            base = sizes[start - 1] if start else 0
+            cut = int(np.searchsorted(sizes, base + need, side="left"))
+            if cut >= batch.num_rows:  # the row group is not full yet
+                self._buffer.append(batch.slice(start))
+                self._buffered += int(sizes[-1] - base)
+                return
+            self._buffer.append(batch.slice(start, cut + 1 - start))
             self._flush()
+            start = cut + 1
 
     def _flush(self) -> None:
         if self._buffer:
@@ -99,6 +117,16 @@ def write_json_atomic(path: str, doc: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str) -> dict:
+    """A JSON object from a file, or {} when it is missing or unreadable (then it is simply redone)."""
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def read_manifest(out: str) -> dict:
     path = os.path.join(out, MANIFEST)
     if not os.path.isdir(out):
@@ -117,8 +145,21 @@ def read_manifest(out: str) -> dict:
     return manifest
 
 
+def unit_folders(out: str) -> list[str]:
+    """The folders that hold shards: OUT itself, or each partition OUT/col=value/ of a partitioned OUT."""
+    top = read_json(os.path.join(out, MANIFEST))
+    if "partitions" in top:
+        return [os.path.join(out, p["name"]) for p in top["partitions"]]
+    return [out]
+
+
 class OutputFolder:
-    """OUT while a run writes it: locked, with a temp folder for spill and unfinished shards."""
+    """OUT while a run writes it: locked, with a temp folder for spill and for outputs not yet published.
+
+    A unit (all of OUT, or one partition `col=value/`) is built in the temp folder, manifest included,
+    and published at the end: a partition folder by rename, the shards of an unpartitioned OUT by moving
+    them in after removing the old manifest, the new manifest last.
+    """
 
     def __init__(self, out: str, overwrite: bool):
         self.out = out
@@ -134,12 +175,24 @@ class OutputFolder:
         os.makedirs(self.out, exist_ok=True)
         self._lock()
         try:
-            self._clear()
+            for stale in glob.glob(os.path.join(self.out, TMP_PREFIX + "-*")):
+                shutil.rmtree(stale, ignore_errors=True)  # a dead run's leftovers; we hold the lock
+            foreign = [n for n in sorted(os.listdir(self.out)) if not self._is_ours(n)]
+            if foreign and not self.overwrite:
+                raise UsageProblem(f"output folder {self.out} holds files roolog did not write ({foreign[0]}); "
+                                   "pass --overwrite to write there anyway (those files are kept)")
             os.makedirs(self.tmp)
         except BaseException:
             self._unlock()
             raise
         return self
+
+    def _is_ours(self, name: str) -> bool:
+        if name in (MANIFEST, REPORT, LOCK) or name.startswith(TMP_PREFIX):
+            return True
+        if fnmatch.fnmatch(name, "part-*.parquet"):
+            return True
+        return "=" in name and os.path.isdir(os.path.join(self.out, name))  # a partition col=value/
 
     def _lock(self) -> None:
         fh = open(os.path.join(self.out, LOCK), "a+")
@@ -162,32 +215,47 @@ class OutputFolder:
             self._lock_fh.close()
             self._lock_fh = None
 
-    def _clear(self) -> None:
-        for stale in glob.glob(os.path.join(self.out, TMP_PREFIX + "-*")):
-            shutil.rmtree(stale, ignore_errors=True)  # a dead run's leftovers; we hold the lock
-        ours = [os.path.join(self.out, n) for n in (MANIFEST, REPORT)] + sorted(
-            glob.glob(os.path.join(self.out, "part-*.parquet")))
-        present = [n for n in os.listdir(self.out) if n != LOCK]
-        if present and not self.overwrite:
-            raise UsageProblem(f"output folder {self.out} is not empty; pass --overwrite to replace it")
-        for path in ours:  # the manifest goes first, so OUT never looks finished with old shards missing
-            if os.path.exists(path):
-                os.remove(path)
+    def unit_path(self, name: str) -> str:
+        """Where a unit is built before it is published."""
+        return os.path.join(self.tmp, "units", name)
 
-    def shard_path(self, i: int) -> str:
-        return os.path.join(self.tmp, shard_name(i))
+    def publish_flat(self, unit: str) -> None:
+        """Move a finished unit's shards into OUT itself, old manifest out first, new manifest last."""
+        for name in (MANIFEST, REPORT):
+            if os.path.exists(os.path.join(self.out, name)):
+                os.remove(os.path.join(self.out, name))
+        for old in glob.glob(os.path.join(self.out, "part-*.parquet")):
+            os.remove(old)
+        failpoint("publish")
+        for name in sorted(os.listdir(unit)):
+            if name != MANIFEST:
+                os.replace(os.path.join(unit, name), os.path.join(self.out, name))
+        os.replace(os.path.join(unit, MANIFEST), os.path.join(self.out, MANIFEST))
 
-    def publish(self, shards: list[ShardInfo], report: dict, manifest: dict) -> None:
-        for s in shards:
-            os.replace(os.path.join(self.tmp, s.file), os.path.join(self.out, s.file))
-        write_json_atomic(os.path.join(self.out, REPORT), report)
-        write_json_atomic(os.path.join(self.out, MANIFEST), manifest)
+    def publish_partition(self, name: str, unit: str) -> None:
+        """Put a finished partition folder in place of the old one (two renames; never a partial folder)."""
+        target = os.path.join(self.out, name)
+        if os.path.exists(target):
+            os.replace(target, os.path.join(self.tmp, "replaced"))
+            failpoint("publish")
+        os.replace(unit, target)
+        shutil.rmtree(os.path.join(self.tmp, "replaced"), ignore_errors=True)
+
+    def remove_partition(self, name: str) -> None:
+        os.replace(os.path.join(self.out, name), os.path.join(self.tmp, "removed"))
+        shutil.rmtree(os.path.join(self.tmp, "removed"), ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._unlock()
         if exc_type is not None and self._created:
             shutil.rmtree(self.out, ignore_errors=True)  # a failed first run leaves no folder behind
+
+
+def failpoint(name: str) -> None:
+    """Crash tests: ROOLOG_FAILPOINT=name kills the process here, as a power cut or kill -9 would."""
+    if os.environ.get("ROOLOG_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def shards_doc(shards: list[ShardInfo]) -> list[dict]:

@@ -28,7 +28,7 @@ FORMATS = ("parquet", "csv", "tsv", "jsonl")
 _SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
                   ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _SUFFIX_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
 
 
@@ -75,7 +75,7 @@ def _hive_pairs(root: str, path: str) -> tuple[tuple[str, str | None], ...]:
         if "=" in part:
             k, v = part.split("=", 1)
             v = urllib.parse.unquote(v)
-            pairs.append((urllib.parse.unquote(k), None if v == _HIVE_NULL else v))
+            pairs.append((urllib.parse.unquote(k), None if v == HIVE_NULL else v))
     return tuple(pairs)
 
 

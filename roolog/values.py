@@ -253,6 +253,30 @@ def repeat_indices(lengths: np.ndarray) -> pa.Array:
     return pa.array(np.repeat(np.arange(len(lengths), dtype=np.int64), lengths))
 
 
+def row_bytes(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Bytes each row holds in memory (values, not buffers' slack): a batching-independent size."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t, n = arr.type, len(arr)
+    if pa.types.is_dictionary(t):
+        return row_bytes(arr.indices)
+    if isinstance(t, pa.BaseExtensionType):
+        return row_bytes(arr.storage)
+    if _is_fixed_width(t):
+        return np.full(n, t.bit_width // 8, dtype=np.int64)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return pc.binary_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) + 4
+    if _is_list_like(t) or pa.types.is_map(t):
+        offsets, child_type = _list_offsets(arr), arr.values.type
+        if _is_fixed_width(child_type):
+            return np.diff(offsets) * (child_type.bit_width // 8) + 4
+        child = np.r_[0, np.cumsum(row_bytes(arr.values))]
+        return child[offsets[1:]] - child[offsets[:-1]] + 4
+    if pa.types.is_struct(t):
+        return sum((row_bytes(c) for c in arr.flatten()), np.zeros(n, dtype=np.int64))
+    return np.ones(n, dtype=np.int64)  # booleans, nulls
+
+
 def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

@@ -104,7 +104,7 @@ def test_output_folder_not_empty(log, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     msg = fails(out, log, "--key", "request_id", code=2)
-    assert "not empty" in msg and "--overwrite" in msg
+    assert "notes.txt" in msg and "--overwrite" in msg
     assert (out / "notes.txt").read_text() == "mine"
 
 

@@ -58,15 +58,30 @@ def test_quiet_prints_nothing(tmp_path):
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
 
 
-def test_overwrite_replaces_a_finished_output(tmp_path):
+def test_rerun_is_idempotent_and_redoes_only_what_changed(tmp_path):
     out = tmp_path / "out"
-    base = ("convert", SAMPLE_PARQUET, "-o", str(out), "--key", "request_id", "-q")
-    assert run_cli(*base, "--shards", "4").returncode == 0
-    again = run_cli(*base)
-    assert again.returncode == 2 and "not empty" in again.stderr
-    proc = run_cli(*base, "--shards", "2", "--overwrite")
-    assert proc.returncode == 0, proc.stderr
+    base = ("convert", SAMPLE_PARQUET, "-o", str(out), "--key", "request_id")
+    assert run_cli(*base, "--shards", "4", "-q").returncode == 0
+    stamp = os.stat(out / "part-00000.parquet").st_mtime_ns
+    again = run_cli(*base, "--shards", "4")
+    assert again.returncode == 0 and "up to date" in again.stderr
+    assert os.stat(out / "part-00000.parquet").st_mtime_ns == stamp  # nothing rewritten
+    forced = run_cli(*base, "--shards", "4", "--force", "-q")
+    assert forced.returncode == 0 and os.stat(out / "part-00000.parquet").st_mtime_ns != stamp
+    other = run_cli(*base, "--shards", "2", "-q")  # other options: the output is redone
+    assert other.returncode == 0, other.stderr
     assert sorted(f for f in os.listdir(out) if f.startswith("part-")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert json.loads((out / "_manifest.json").read_text())["totals"]["shards"] == 2
+
+
+def test_overwrite_writes_next_to_foreign_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.txt").write_text("team notes")
+    base = ("convert", SAMPLE_PARQUET, "-o", str(out), "--key", "request_id", "-q")
+    assert run_cli(*base).returncode == 2
+    assert run_cli(*base, "--overwrite").returncode == 0
+    assert (out / "README.txt").read_text() == "team notes" and (out / "_manifest.json").exists()
 
 
 def test_a_locked_output_exits_75(tmp_path):
