@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import sys
+import time
 
 import click
 import pyarrow as pa
@@ -36,21 +37,28 @@ class Size(click.ParamType):
 
 
 def _fail_cleanly(fn):
-    """User mistakes and bad data: one line on stderr and the exit code from DESIGN.md, no traceback."""
+    """User mistakes and bad data: one line on stderr and the exit code from DESIGN.md, no traceback.
+    With --log-format json that line is a JSON event too."""
+
+    def fail(message: str, code: int) -> None:
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None and ctx.params.get("log_format") == "json":
+            click.echo(json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": "error",
+                                   "message": message, "exit_code": code}), err=True)
+        else:
+            click.echo(f"roolog: error: {message}", err=True)
+        sys.exit(code)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except RoologError as err:
-            click.echo(f"roolog: error: {err}", err=True)
-            sys.exit(err.exit_code)
+            fail(str(err), err.exit_code)
         except (pa.ArrowException, OSError) as err:  # data pyarrow could not read; a full disk
-            click.echo(f"roolog: error: {str(err).strip().splitlines()[0]}", err=True)
-            sys.exit(1)
+            fail(str(err).strip().splitlines()[0], 1)
         except KeyboardInterrupt:
-            click.echo("roolog: interrupted; the output was left unfinished (no manifest)", err=True)
-            sys.exit(130)
+            fail("interrupted; the output was left unfinished (no manifest)", 130)
 
     return wrapper
 

@@ -35,6 +35,7 @@ class RunSpill:
         self._files: dict[int, list[str]] = {p: [] for p in range(partitions)}
         self._sorted_streams: set[int] = set()  # folded partitions: files to merge by input order
         self._bytes = np.zeros(partitions, dtype=np.int64)  # in-memory size of what each partition holds
+        self._hashes = [open(self._hash_path(p), "wb") for p in range(partitions)]  # 8 bytes per run
         self.bytes_written = 0
         self.most_parts = 1
 
@@ -49,6 +50,7 @@ class RunSpill:
         for p in np.flatnonzero(counts):
             piece = ordered.slice(start, int(counts[p]))
             self._writer(int(p), runs.schema).write_batch(piece)
+            self._hashes[p].write(piece.column(HASH_COL).to_numpy().tobytes())
             self._bytes[p] += piece.nbytes
             start += int(counts[p])
 
@@ -64,16 +66,24 @@ class RunSpill:
         self._files[p].append(path)
         return writer
 
+    def _hash_path(self, p: int) -> str:
+        return os.path.join(self.folder, f"p{p:05d}.hashes")
+
     def close(self) -> None:
         for _, writer in self._writers.values():
             writer.close()
         self._writers.clear()
+        for fh in self._hashes:
+            fh.close()
         self.bytes_written = self._disk_bytes()
 
     def fold(self, p: int, grouping: Grouping, max_bytes: int) -> None:
         """Fold partition p's scattered requests into one run each, in parts of about `max_bytes` in memory."""
         if not self._files[p]:
             return
+        hashes = np.fromfile(self._hash_path(p), dtype=np.uint64)
+        if len(np.unique(hashes)) == len(hashes):
+            return  # every request came in one run: nothing to fold (the common, contiguous case)
         k = min(MAX_PARTS, max(1, -(-int(self._bytes[p]) // max(1, max_bytes))))
         parts = [self._read_table(p, grouping)] if k == 1 else self._split(p, grouping, k)
         folded = []
@@ -131,7 +141,8 @@ class RunSpill:
         return pa.Table.from_batches(list(self.read(p, grouping)), schema=grouping.run_schema())
 
     def _disk_bytes(self) -> int:
-        return sum(os.path.getsize(f) for files in self._files.values() for f in files)
+        files = [f for fs in self._files.values() for f in fs] + [self._hash_path(p) for p in range(self.partitions)]
+        return sum(os.path.getsize(f) for f in files)
 
 
 def merge_by_seq(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
