@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import UsageProblem
-from .group import N_COL, Grouping, StreamGrouper, null_keys_dropped
+from .group import N_COL, null_keys_dropped
 from .log import silent
 from .progress import bar
 from .report import LengthHistogram, on_disk_column_bytes, ratio
@@ -33,7 +33,7 @@ from .schema import Levels, LogSchema, check_declared, check_key_and_order, load
 from .shards import (COUNT_COLUMN, MANIFEST, REPORT, OutputFolder, ShardInfo, ShardWriter, failpoint, file_xxh64,
                      read_json, schema_to_b64, shards_doc, write_json_atomic)
 from .sources import HIVE_NULL, InputFile, ReadOptions, Source, resolve_inputs
-from .spill import RunSpill
+from .pipeline import RequestPipeline
 from .values import key_hashes
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
@@ -139,7 +139,7 @@ def _partition_column(files: list[InputFile], opts: ConvertOptions) -> str | Non
 # ---- one unit ------------------------------------------------------------------------------------------
 
 class _Unit:
-    """One output unit while its rows stream in: grouping, spill, statistics."""
+    """One output unit while its rows stream in, and the shards, report and manifest it becomes."""
 
     def __init__(self, name: str | None, folder: OutputFolder, schema: pa.Schema, declared: LogSchema | None,
                  key: tuple[str, ...], order_by: str | None, opts: ConvertOptions, n_shards: int):
@@ -147,39 +147,31 @@ class _Unit:
         self.opts = opts
         self.dir = folder.unit_path(name or "_flat")
         os.makedirs(self.dir)
-        self.spill_dir = os.path.join(folder.tmp, "spill", name or "_flat")
         self.schema, self.declared = schema, declared
-        self.grouping = Grouping(schema, key, order_by, _initial_levels(declared, schema, key, opts.on_conflict))
-        self.spill = RunSpill(self.spill_dir, n_shards)
-        self.streamer = StreamGrouper(self.grouping, carry_bytes=max(1 << 20, opts.memory_limit // 4))
-        self.input_bytes = _ColumnBytes(schema.names)
+        self.pipeline = RequestPipeline(schema, key, order_by, _initial_levels(declared, schema, key, opts.on_conflict),
+                                        RequestPipeline.spill_dir(folder.tmp, name), n_shards, opts.memory_limit)
+        self.grouping = self.pipeline.grouping
         self.null_key_rows = 0
 
     def feed(self, batch: pa.RecordBatch, where: str) -> None:
-        self.input_bytes.add(batch)
-        for runs in self.streamer.feed(batch, where):
-            self.spill.write(runs)
+        self.pipeline.feed(batch, where)
 
     def finish(self, files: list[InputFile], fingerprint: list[dict], options: dict, started: float) -> dict:
         """Fold, write the shards, report and manifest into the unit's folder; returns the report."""
-        for runs in self.streamer.flush():
-            self.spill.write(runs)
-        self.spill.close()
+        self.pipeline.finish_input()
         failpoint("spill")
         g, opts = self.grouping, self.opts
-        for s in range(self.spill.partitions):  # requests scattered over the input: fold their runs
-            self.spill.fold(s, g, max_bytes=opts.memory_limit // 6)
         names = list(self.schema.names)
         with_count = not g.levels.impression
         run_schema = g.run_schema()
         out_schema = pa.schema([run_schema.field(n) for n in names]
                                + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []))
         lengths, output_bytes, shards = LengthHistogram(), _ColumnBytes(out_schema.names), []
-        with bar(self.spill.partitions, f"writing {self.name or ''}".strip(), "shard", opts.progress) as progress:
-            for s in range(self.spill.partitions):
+        with bar(self.pipeline.shards, f"writing {self.name or ''}".strip(), "shard", opts.progress) as progress:
+            for s in range(self.pipeline.shards):
                 writer = ShardWriter(os.path.join(self.dir, f"part-{s:05d}.parquet"), out_schema,
                                      opts.compression_level, opts.row_group_bytes)
-                for runs in self.spill.read(s, g):
+                for runs in self.pipeline.requests(s):
                     n = runs.column(N_COL).to_numpy()
                     lengths.add(n)
                     batch = runs.select(names)
@@ -202,13 +194,13 @@ class _Unit:
         columns = []
         for name in self.schema.names:
             level = "key" if name in g.key else ("request" if name in g.levels.request else "impression")
-            before, after = self.input_bytes.bytes[name], output_bytes.bytes.get(name, 0)
+            before, after = self.pipeline.input_bytes[name], output_bytes.bytes.get(name, 0)
             columns.append({"name": name, "level": level, "logical_bytes_impression": before,
                             "logical_bytes_request": after, "logical_ratio": ratio(before, after),
                             "on_disk_bytes": disk.get(name, {}).get("compressed", 0)})
         columns.sort(key=lambda c: c["logical_bytes_impression"] - c["logical_bytes_request"], reverse=True)
         in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in shards)
-        logical_in, logical_out = sum(self.input_bytes.bytes.values()), sum(output_bytes.bytes.values())
+        logical_in, logical_out = sum(self.pipeline.input_bytes.values()), sum(output_bytes.bytes.values())
         return {
             "roolog_version": __version__,
             "partition": self.name,
@@ -222,7 +214,7 @@ class _Unit:
             "columns": columns,
             "demoted": list(g.levels.demoted),
             "null_key_rows_dropped": self.null_key_rows,
-            "spill": {"bytes": self.spill.bytes_written, "most_parts": self.spill.most_parts},
+            "spill": {"bytes": self.pipeline.spill.bytes_written, "most_parts": self.pipeline.spill.most_parts},
             "wall_seconds": round(wall, 3),
             "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
         }

@@ -14,25 +14,29 @@ from .shards import read_manifest, schema_from_b64, unit_folders
 from .values import repeat_indices
 
 
+def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[str],
+                    count_column: str | None = None) -> pa.RecordBatch:
+    """Request rows back to impression rows: lists flattened, request values repeated per impression."""
+    if count_column:
+        lengths = batch.column(count_column).to_numpy()
+    else:
+        first = next(c for c in schema.names if c in impression)
+        lengths = pc.list_value_length(batch.column(first)).to_numpy()
+    rep = repeat_indices(lengths)
+    arrays = [batch.column(f.name).flatten() if f.name in impression else batch.column(f.name).take(rep)
+              for f in schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
 def _unit_batches(out: str, manifest: dict) -> Iterator[pa.RecordBatch]:
     spec = manifest["schema"]
     schema = schema_from_b64(spec["arrow_schema"])
-    impression = set(spec["impression"])
-    count_column = spec.get("count_column")
     for shard in manifest["shards"]:
         path = os.path.join(out, shard["file"])
         if not os.path.exists(path):
             raise RoologError(f"{path}: shard listed in the manifest is missing")
         for batch in pq.ParquetFile(path).iter_batches():
-            if count_column:
-                lengths = batch.column(count_column).to_numpy()
-            else:
-                first = next(c for c in schema.names if c in impression)
-                lengths = pc.list_value_length(batch.column(first)).to_numpy()
-            rep = repeat_indices(lengths)
-            arrays = [batch.column(f.name).flatten() if f.name in impression else batch.column(f.name).take(rep)
-                      for f in schema]
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+            yield impression_rows(batch, schema, set(spec["impression"]), spec.get("count_column"))
 
 
 def impression_batches(out: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:

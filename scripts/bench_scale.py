@@ -5,7 +5,7 @@ Generates a seeded log chunk by chunk (never whole in memory), either *scattered
 impressions spread over the whole file) or *contiguous*, then runs `roolog convert --memory-limit` as a
 whole process under /usr/bin/time -v and prints wall time, peak RSS and spill bytes.
 
-    python scripts/bench_scale.py --rows 20000000 --layout both --memory-limit 1GB
+    python scripts/bench_scale.py --rows 20000000 --layout both --memory-limit 1GB [--skew 100000]
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _rows(requests: np.ndarray, impression: np.ndarray, history_len: int) -> pa.
     })
 
 
-def generate(path: str, rows: int, layout: str, history_len: int, seed: int = 1) -> int:
+def generate(path: str, rows: int, layout: str, history_len: int, skew: int = 0, seed: int = 1) -> int:
+    """Write the log; `skew` adds one request with that many impressions (spread like the others)."""
     rng = np.random.default_rng(seed)
     n_requests = rows // 10
     sizes = np.clip(rng.poisson(10, n_requests), 1, SPREAD).astype(np.int64)
@@ -62,6 +63,9 @@ def generate(path: str, rows: int, layout: str, history_len: int, seed: int = 1)
     if layout == "scattered":  # chunk c holds impression i of request r when (c - r) mod SPREAD == i
         chunks = [(r := np.arange(n_requests), (c - r) % SPREAD) for c in range(SPREAD)]
         chunks = [(r[i < sizes], i[i < sizes]) for r, i in chunks]
+        big = np.arange(skew)
+        chunks = [(np.r_[r, np.full(len(big[big % SPREAD == c]), n_requests)], np.r_[i, big[big % SPREAD == c]])
+                  for c, (r, i) in enumerate(chunks)]
         # each chunk is written in sub-batches to bound memory
         pieces = ((r[a:a + 500_000], i[a:a + 500_000]) for r, i in chunks for a in range(0, len(r), 500_000))
     else:
@@ -73,6 +77,8 @@ def generate(path: str, rows: int, layout: str, history_len: int, seed: int = 1)
                 n = sizes[a:a + per]
                 req = np.repeat(np.arange(a, a + len(n)), n)
                 yield req, np.arange(len(req)) - np.repeat(starts[a:a + len(n)] - starts[a], n)
+            if skew:
+                yield np.full(skew, n_requests), np.arange(skew)
 
         pieces = contiguous()
     for req, imp in pieces:
@@ -106,6 +112,7 @@ def main() -> None:
     ap.add_argument("--layout", choices=["scattered", "contiguous", "both"], default="both")
     ap.add_argument("--history-len", type=int, default=10)
     ap.add_argument("--memory-limit", default="1GB")
+    ap.add_argument("--skew", type=int, default=0, help="add one request with this many impressions (e.g. 100000)")
     ap.add_argument("--workdir", default=None, help="where the log and output go (default: a temp folder)")
     args = ap.parse_args()
     layouts = ["scattered", "contiguous"] if args.layout == "both" else [args.layout]
@@ -114,7 +121,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|")
         for layout in layouts:
             path = os.path.join(tmp, f"{layout}.parquet")
-            generate(path, args.rows, layout, args.history_len)
+            generate(path, args.rows, layout, args.history_len, args.skew)
             r = run(path, os.path.join(tmp, f"{layout}.out"), args.memory_limit)
             print(f"| {layout} | {r['rows']:,} | {r['requests']:,} | {os.path.getsize(path) >> 20} | {r['wall']} | "
                   f"{r['peak_rss_mb']:,} | {r['spill_mb']:,} | {r['parts']} | {r['rows_per_second']:,.0f} | "

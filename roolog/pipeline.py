@@ -1,0 +1,61 @@
+"""Rows in, requests out: the grouping pipeline that convert and stats share.
+
+    batches of rows -> StreamGrouper -> run batches -> RunSpill (one partition per shard)
+                    -> RunSpill.fold (scattered requests) -> request batches, shard by shard
+
+Memory stays bounded: a batch of rows at a time while reading; a spill part of about memory_limit / 6
+while folding; a batch of requests at a time while reading the result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from .group import Grouping, StreamGrouper
+from .schema import Levels
+from .spill import RunSpill
+
+
+class RequestPipeline:
+    def __init__(self, schema: pa.Schema, key: tuple[str, ...], order_by: str | None, levels: Levels,
+                 spill_dir: str, shards: int, memory_limit: int):
+        self.schema = schema
+        self.grouping = Grouping(schema, key, order_by, levels)
+        self.spill = RunSpill(spill_dir, shards)
+        self.streamer = StreamGrouper(self.grouping, carry_bytes=max(1 << 20, memory_limit // 4))
+        self.memory_limit = memory_limit
+        self.input_bytes = dict.fromkeys(schema.names, 0)  # Arrow bytes of each column as read
+
+    @property
+    def levels(self) -> Levels:
+        return self.grouping.levels
+
+    def feed(self, batch: pa.RecordBatch, where: str) -> None:
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            self.input_bytes[name] += col.nbytes
+        for runs in self.streamer.feed(batch, where):
+            self.spill.write(runs)
+
+    def finish_input(self) -> None:
+        """No more rows: emit the carried request and fold every shard's scattered requests."""
+        for runs in self.streamer.flush():
+            self.spill.write(runs)
+        self.spill.close()
+        for s in range(self.spill.partitions):
+            self.spill.fold(s, self.grouping, max_bytes=self.memory_limit // 6)
+
+    @property
+    def shards(self) -> int:
+        return self.spill.partitions
+
+    def requests(self, shard: int) -> Iterator[pa.RecordBatch]:
+        """The shard's requests in input order, one row each, under the final levels (with the internal
+        columns: impressions per request, input position, key hash)."""
+        return self.spill.read(shard, self.grouping)
+
+    @staticmethod
+    def spill_dir(tmp: str, name: str | None) -> str:
+        return os.path.join(tmp, "spill", name or "_flat")
