@@ -7,6 +7,8 @@ absorbs much of the repetition on disk: the report keeps them apart on purpose.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -122,4 +124,74 @@ def _partitioned_summary(report: dict) -> str:
     if report["cross_partition_requests"]:
         lines.append(f"  requests with rows in more than one partition (kept apart): "
                      f"{report['cross_partition_requests']:,}")
+    return "\n".join(lines)
+
+
+def fit_table(rows: list[tuple[str, ...]], text_columns: int = 1, width: int | None = None) -> list[str]:
+    """format_table, with the first column shortened (…) so that lines fit the terminal."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    lines = format_table(rows, text_columns)
+    over = max(len(line) for line in lines) - width
+    if over > 0:
+        keep = max(8, max(len(r[0]) for r in rows) - over)
+        rows = [(r[0] if len(r[0]) <= keep else r[0][:keep - 1] + "…", *r[1:]) for r in rows]
+        lines = format_table(rows, text_columns)
+    return lines
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.1f}%" if share >= 0.001 or share == 0 else "<0.1%"
+
+
+def format_raw_stats(report: dict, width: int | None = None) -> str:
+    ipr, t = report["impressions_per_request"], report["totals"]
+    lines = [f"roolog stats: {report['rows']:,} impressions in {report['requests']:,} requests "
+             f"(key {', '.join(report['key'])})",
+             f"  impressions per request: min {ipr['min']}, p50 {ipr['median']}, mean {ipr['mean']}, "
+             f"p90 {ipr['p90']}, p99 {ipr['p99']}, max {ipr['max']}"]
+    most = max([b["requests"] for b in report["histogram"]] or [1])
+    for b in report["histogram"]:
+        span = str(b["from"]) if b["from"] == b["to"] else f"{b['from']}-{b['to']}"
+        lines.append(f"    {span:>11} | {'#' * max(1 if b['requests'] else 0, round(30 * b['requests'] / most)):<30} "
+                     f"{b['requests']:,}")
+    rows = [("column", "level", "varies in", "impression level", "request level", "dedup", "saved")]
+    for c in report["columns"]:
+        rows.append((c["name"], c["level"], _percent(c["varying_share"]), human_bytes(c["logical_bytes_impression"]),
+                     human_bytes(c["logical_bytes_request"]), f"x{c['dedup_ratio']}", human_bytes(c["saved_bytes"])))
+    rows.append(("total (in memory)", "", "", human_bytes(t["logical_bytes_impression"]),
+                 human_bytes(t["logical_bytes_request"]), f"x{t['dedup_ratio']}", human_bytes(t["saved_bytes"])))
+    lines += ["  " + line for line in fit_table(rows, 2, (width or shutil.get_terminal_size((120, 24)).columns) - 2)]
+    e = report["on_disk_estimate"]
+    if e["sample_requests"]:
+        lines.append(f"  on disk (an estimate from a sample of {e['sample_requests']:,} requests, "
+                     f"{e['sample_impressions']:,} impressions, {e['compression']}): "
+                     f"flat {human_bytes(e['flat_bytes'])} -> grouped {human_bytes(e['grouped_bytes'])} "
+                     f"(x{e['ratio']})")
+    return "\n".join(lines)
+
+
+def format_output_stats(report: dict, width: int | None = None) -> str:
+    t = report["totals"]
+    lines = [f"roolog stats {report['output']}: {t['requests']:,} requests, {t['impressions']:,} impressions, "
+             f"{t['shards']} shard(s), {human_bytes(t['bytes'])} on disk (input {human_bytes(t['input_bytes'])}, "
+             f"x{t['storage_ratio']})"]
+    width = (width or shutil.get_terminal_size((120, 24)).columns) - 2
+    if report["partition_by"]:
+        rows = [("partition", "requests", "impressions", "on disk", "input", "ratio")]
+        for p in report["partitions"]:
+            rows.append((p["partition"], f"{p['requests']:,}", f"{p['impressions']:,}", human_bytes(p["bytes"]),
+                         human_bytes(p["input_bytes"]), f"x{p['storage_ratio']}"))
+        rows.append(("total", f"{t['requests']:,}", f"{t['impressions']:,}", human_bytes(t["bytes"]),
+                     human_bytes(t["input_bytes"]), f"x{t['storage_ratio']}"))
+        lines += ["  " + line for line in fit_table(rows, 1, width)]
+        return "\n".join(lines)
+    unit = report["partitions"][0]
+    rows = [("column", "level", "compressed", "uncompressed")]
+    for c in unit["columns"]:
+        rows.append((c["name"], c["level"], human_bytes(c["compressed_bytes"]), human_bytes(c["uncompressed_bytes"])))
+    lines += ["  " + line for line in fit_table(rows, 2, width)]
+    run = unit["report"]
+    if run:
+        lines.append(f"  the run: {run['totals']['rows']:,} impressions in {run['wall_seconds']} s, in memory "
+                     f"x{run['totals']['logical_ratio']}")
     return "\n".join(lines)

@@ -233,7 +233,7 @@ def infer_schema(report: dict) -> tuple[LogSchema, dict[str, str]]:
         c = by_name[name]
         if c["level"] == "request":
             request.append(name)
-            comments[name] = f"request-level: one value in each of {requests:,} requests"
+            comments[name] = "request-level"
         elif c["level"] == "impression":
             impression.append(name)
             share = c["varying_share"]

@@ -61,9 +61,10 @@ def roolog_exe() -> str:
     return exe if os.path.exists(exe) else "roolog"
 
 
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    """The installed `roolog` entry point, as a real subprocess."""
-    return subprocess.run([roolog_exe(), *args], capture_output=True, text=True, cwd=cwd)
+def run_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """The installed `roolog` entry point, as a real subprocess (`env`: extra environment variables)."""
+    return subprocess.run([roolog_exe(), *args], capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ, **env) if env else None)
 
 
 def levels(report: dict) -> dict[str, set[str]]:
