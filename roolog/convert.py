@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
+from .encodings import choose_encodings
 from .errors import UsageProblem
 from .group import N_COL, null_keys_dropped
 from .log import silent
@@ -37,6 +38,7 @@ from .pipeline import RequestPipeline
 from .values import key_hashes
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
+SAMPLE_REQUESTS, SAMPLE_BYTES = 20_000, 32 << 20  # the requests Parquet encodings are chosen on
 
 
 @dataclass(frozen=True)
@@ -166,17 +168,20 @@ class _Unit:
         run_schema = g.run_schema()
         out_schema = pa.schema([run_schema.field(n) for n in names]
                                + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []))
+        def output(runs: pa.RecordBatch) -> pa.RecordBatch:
+            batch = runs.select(names)
+            return batch.append_column(COUNT_COLUMN, runs.column(N_COL)) if with_count else batch
+
+        self.encodings = choose_encodings(self._sample(output, out_schema), opts.compression_level)
         lengths, output_bytes, shards = LengthHistogram(), _ColumnBytes(out_schema.names), []
         with bar(self.pipeline.shards, f"writing {self.name or ''}".strip(), "shard", opts.progress) as progress:
             for s in range(self.pipeline.shards):
                 writer = ShardWriter(os.path.join(self.dir, f"part-{s:05d}.parquet"), out_schema,
-                                     opts.compression_level, opts.row_group_bytes)
+                                     opts.compression_level, opts.row_group_bytes, self.encodings)
                 for runs in self.pipeline.requests(s):
                     n = runs.column(N_COL).to_numpy()
                     lengths.add(n)
-                    batch = runs.select(names)
-                    if with_count:
-                        batch = batch.append_column(COUNT_COLUMN, runs.column(N_COL))
+                    batch = output(runs)
                     output_bytes.add(batch)
                     writer.write(batch, int(n.sum()))
                 shards.append(writer.close())
@@ -187,6 +192,18 @@ class _Unit:
         write_json_atomic(os.path.join(self.dir, REPORT), report)
         write_json_atomic(os.path.join(self.dir, MANIFEST), self._manifest(fingerprint, options, with_count, shards))
         return report
+
+    def _sample(self, output, schema: pa.Schema) -> pa.Table:
+        """The first requests of the output (in shard order), up to SAMPLE_REQUESTS or SAMPLE_BYTES."""
+        batches, requests, size = [], 0, 0
+        for s in range(self.pipeline.shards):
+            for runs in self.pipeline.requests(s):
+                batches.append(output(runs.slice(0, SAMPLE_REQUESTS - requests)))
+                requests += batches[-1].num_rows
+                size += batches[-1].nbytes
+                if requests >= SAMPLE_REQUESTS or size >= SAMPLE_BYTES:
+                    return pa.Table.from_batches(batches, schema=schema)
+        return pa.Table.from_batches(batches, schema=schema)
 
     def _report(self, files, shards: list[ShardInfo], lengths, output_bytes, disk, wall: float) -> dict:
         g = self.grouping
@@ -238,6 +255,7 @@ class _Unit:
                 "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
                 "arrow_schema": schema_to_b64(schema),
             },
+            "encodings": self.encodings,
             "shards": shards_doc(shards),
             "totals": {"shards": len(shards), "requests": sum(s.requests for s in shards),
                        "impressions": sum(s.impressions for s in shards), "bytes": sum(s.bytes for s in shards)},

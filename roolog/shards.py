@@ -54,11 +54,13 @@ def file_xxh64(path: str) -> str:
 class ShardWriter:
     """One Parquet shard; request batches are buffered into row groups of about `row_group_bytes`."""
 
-    def __init__(self, path: str, schema: pa.Schema, compression_level: int, row_group_bytes: int = 64 << 20):
+    def __init__(self, path: str, schema: pa.Schema, compression_level: int, row_group_bytes: int = 64 << 20,
+                 encodings: dict | None = None):
         self.path = path
         self.schema = schema
         self.row_group_bytes = row_group_bytes
-        self._writer = pq.ParquetWriter(path, schema, compression="zstd", compression_level=compression_level)
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd", compression_level=compression_level,
+                                        **(encodings or {}))
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
         self.requests = 0
