@@ -16,7 +16,8 @@ CATEGORIES = 50
 
 
 def generate_impressions(requests: int, history_len: int = 50, mean_impressions: int = 10,
-                         seed: int = 0, shuffle: bool = False, string_keys: bool = False) -> pa.Table:
+                         seed: int = 0, shuffle: bool = False, string_keys: bool = False,
+                         first_request: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     n = np.clip(rng.poisson(mean_impressions, requests), 1, 10 * mean_impressions).astype(np.int64)
     rows = int(n.sum())
@@ -30,7 +31,8 @@ def generate_impressions(requests: int, history_len: int = 50, mean_impressions:
     logit = -2.2 + 2.0 * seen - 0.08 * position
     click = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int8)
     start = np.datetime64("2026-11-20T00:00:00", "ms") + rng.integers(0, 86_400_000, requests).astype("m8[ms]")
-    key = np.char.add("req-", np.arange(requests).astype(str)) if string_keys else np.arange(requests) + 1_000_000
+    ids = np.arange(first_request, first_request + requests)
+    key = np.char.add("req-", ids.astype(str)) if string_keys else ids + 1_000_000
     table = pa.table({
         "request_id": pa.array(key[req]),
         "user_id": pa.array(user[req]),
@@ -54,3 +56,19 @@ def history_as_text(table: pa.Table) -> pa.Table:
     i = table.schema.get_field_index("user_history_item_ids")
     text = [" ".join(map(str, h)) for h in table.column(i).to_pylist()]
     return table.set_column(i, "user_history_item_ids", pa.array(text))
+
+
+def write_impressions(path: str, requests: int, history_len: int = 50, seed: int = 0, string_keys: bool = False,
+                      chunk_requests: int = 20_000) -> int:
+    """A contiguous log too big to build in memory, written chunk by chunk; returns its row count."""
+    import pyarrow.parquet as pq
+
+    rows, writer = 0, None
+    for i, first in enumerate(range(0, requests, chunk_requests)):
+        table = generate_impressions(min(chunk_requests, requests - first), history_len, seed=seed * 100_003 + i,
+                                     string_keys=string_keys, first_request=first)
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table)
+        rows += table.num_rows
+    writer.close()
+    return rows

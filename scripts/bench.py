@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""roolog against DuckDB, Polars and the decode floor, side by side, as whole processes.
+
+For each synthetic case (the project's own seeded generator) every tool runs N times, interleaved, under
+/usr/bin/time -v: roolog convert; DuckDB (threads = cores, any_value for request columns,
+list(col ORDER BY position)); Polars lazy (group_by + sort_by(position) inside the agg, sink_parquet);
+and the decode floor (pyarrow read_table of every column). Before any timing counts, each peer's output
+is checked to hold the same requests and values as roolog's. Then a markdown table: median wall, peak
+RSS, CPU seconds, output bytes, and ratios to the floor and to the best peer. The real logs in
+../shared/datasets are compared for bytes: flat Parquet zstd-3 vs roolog vs DuckDB vs Polars.
+
+    python scripts/bench.py                 # all cases, 3 runs each (about 10 minutes here)
+    python scripts/bench.py --quick         # small cases, 1 run: a smoke check of the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, REPO)
+from roolog.synthetic import generate_impressions, write_impressions  # noqa: E402
+
+PY = sys.executable
+ROOLOG = os.path.join(os.path.dirname(PY), "roolog")
+CORES = os.cpu_count() or 1
+REQUEST = ["user_id", "country", "device", "request_time", "user_history_item_ids"]
+IMPRESSION = ["position", "item_id", "price", "click"]
+CASES = {  # name: (requests, history length, layout)
+    "1M rows, history 100": (100_000, 100, "contiguous"),
+    "5M rows, history 100": (500_000, 100, "contiguous"),
+    "0.5M rows, history 1,000": (50_000, 1000, "contiguous"),
+    "1M rows shuffled": (100_000, 100, "shuffled"),
+    "1M rows, string keys": (100_000, 100, "strings"),
+}
+QUICK = {"100K rows, history 100": (10_000, 100, "contiguous"), "100K rows shuffled": (10_000, 100, "shuffled")}
+
+DUCKDB = """
+import duckdb, sys
+src, out, key, order, request, impression = sys.argv[1:7]
+cols = [f"any_value({c}) AS {c}" for c in request.split(",") if c] + [
+    f"list({c} ORDER BY {order}) AS {c}" for c in impression.split(",")]
+con = duckdb.connect()
+con.execute(f"SET threads TO {CORES}")
+con.execute(f"COPY (SELECT {key}, {', '.join(cols)} FROM read_parquet('{src}') GROUP BY {key}) "
+            f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+""".replace("{CORES}", str(CORES))
+POLARS = """
+import polars as pl, sys
+src, out, key, order, request, impression = sys.argv[1:7]
+aggs = [pl.col(c).first() for c in request.split(",") if c] + [
+    pl.col(c).sort_by(order) for c in impression.split(",")]
+pl.scan_parquet(src).group_by(key).agg(aggs).sink_parquet(out, compression="zstd", compression_level=3)
+"""
+FLOOR = "import pyarrow.parquet as pq, sys; pq.read_table(sys.argv[1])"
+
+
+def timed(cmd: list[str]) -> dict:
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{proc.stderr[-3000:]}")
+
+    def field(name: str) -> str:
+        return re.search(rf"{re.escape(name)}: (\S+)", proc.stderr).group(1)
+
+    h, m, s = ([0] + [float(x) for x in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")])[-3:]
+    return {"wall": h * 3600 + m * 60 + s, "rss_mb": int(field("Maximum resident set size (kbytes)")) / 1024,
+            "cpu": float(field("User time (seconds)")) + float(field("System time (seconds)"))}
+
+
+def folder_bytes(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".parquet"))
+
+
+def tool_commands(src: str, out: str, key: str, order: str, request: list[str], impression: list[str]) -> dict:
+    levels = [",".join(request), ",".join(impression)]
+    return {
+        "floor": [PY, "-c", FLOOR, src],
+        "roolog": [ROOLOG, "convert", src, "-o", out + ".roolog", "--key", key, "--order-by", order, "-q",
+                   "--force"],
+        "duckdb": [PY, "-c", DUCKDB, src, out + ".duckdb.parquet", key, order, *levels],
+        "polars": [PY, "-c", POLARS, src, out + ".polars.parquet", key, order, *levels],
+    }
+
+
+def read_output(path: str, key: str) -> pa.Table:
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.startswith("part-"))
+        table = pa.concat_tables([pq.read_table(f) for f in files])
+    else:
+        table = pq.read_table(path)
+    return table.sort_by(key)
+
+
+def check_same(reference: pa.Table, other: pa.Table, tool: str, case: str) -> None:
+    """Same requests, same values, column by column (types cast to roolog's)."""
+    if other.num_rows != reference.num_rows:
+        raise SystemExit(f"{case}: {tool} wrote {other.num_rows} requests, roolog {reference.num_rows}")
+    for f in reference.schema:
+        theirs = other.column(f.name).combine_chunks().cast(f.type)
+        if not theirs.equals(reference.column(f.name).combine_chunks()):
+            raise SystemExit(f"{case}: {tool} differs from roolog in column {f.name}")
+
+
+def make_case(tmp: str, name: str, requests: int, history: int, layout: str) -> str:
+    path = os.path.join(tmp, re.sub(r"\W+", "_", name) + ".parquet")
+    if layout == "shuffled":
+        pq.write_table(generate_impressions(requests, history, seed=1, shuffle=True), path, compression="zstd")
+    else:
+        write_impressions(path, requests, history, seed=1, string_keys=layout == "strings")
+    return path
+
+
+def run_case(tmp: str, name: str, spec: tuple, runs: int) -> list[tuple]:
+    src = make_case(tmp, name, *spec)
+    out = os.path.join(tmp, "out")
+    cmds = tool_commands(src, out, "request_id", "position", REQUEST, IMPRESSION)
+    times: dict[str, list[dict]] = {t: [] for t in cmds}
+    for r in range(runs):
+        for tool, cmd in cmds.items():
+            times[tool].append(timed(cmd))
+        if r == 0:  # correctness before anything is reported
+            reference = read_output(out + ".roolog", "request_id")
+            for tool in ("duckdb", "polars"):
+                check_same(reference, read_output(f"{out}.{tool}.parquet", "request_id"), tool, name)
+    sizes = {"roolog": folder_bytes(out + ".roolog"), "duckdb": folder_bytes(out + ".duckdb.parquet"),
+             "polars": folder_bytes(out + ".polars.parquet"), "floor": None}
+    med = {t: {k: statistics.median(x[k] for x in v) for k in ("wall", "rss_mb", "cpu")} for t, v in times.items()}
+    best_peer = min(med["duckdb"]["wall"], med["polars"]["wall"])
+    rows = []
+    for tool in ("floor", "roolog", "duckdb", "polars"):
+        m = med[tool]
+        rows.append((name, tool, f"{m['wall']:.2f}", f"{m['rss_mb']:,.0f}", f"{m['cpu']:.1f}",
+                     "-" if sizes[tool] is None else f"{sizes[tool] / 2**20:.1f}",
+                     f"{m['wall'] / med['floor']['wall']:.2f}", f"{m['wall'] / best_peer:.2f}"))
+    os.remove(src)
+    return rows
+
+
+def real_logs(tmp: str) -> list[tuple]:
+    """Bytes only: the flat file (pyarrow, zstd-3) vs roolog vs DuckDB vs Polars, levels from roolog."""
+    datasets = os.path.join(REPO, "..", "shared", "datasets")
+    logs = [("MIND", "mind_small_sample/impressions_exploded.parquet", "impression_id", "position"),
+            ("trivago", "trivago_recsys2019_sample/clickout_impressions_exploded.csv", "request_id", "position"),
+            ("LTR train", "lightgbm_lambdarank_example/rank_train.csv", "query_id", "row_in_query")]
+    rows = []
+    for name, rel, key, order in logs:
+        path = os.path.join(datasets, rel)
+        if not os.path.exists(path):
+            continue
+        table = pq.read_table(path) if path.endswith(".parquet") else pcsv.read_csv(path)
+        flat = os.path.join(tmp, f"{key}.flat.parquet")
+        pq.write_table(table, flat, compression="zstd", compression_level=3)
+        out = os.path.join(tmp, f"{key}.real")
+        cmds = tool_commands(flat, out, key, order, [], [])
+        timed(cmds["roolog"])
+        manifest = json.load(open(os.path.join(out + ".roolog", "_manifest.json")))["schema"]
+        cmds = tool_commands(flat, out, key, order, manifest["request"], manifest["impression"])
+        timed(cmds["duckdb"])
+        timed(cmds["polars"])
+        size = {t: folder_bytes(p) for t, p in (("flat", flat), ("roolog", out + ".roolog"),
+                                                 ("duckdb", out + ".duckdb.parquet"),
+                                                 ("polars", out + ".polars.parquet"))}
+        rows.append((name, f"{size['flat']:,}", f"{size['roolog']:,}", f"{size['duckdb']:,}", f"{size['polars']:,}",
+                     f"{size['flat'] / size['roolog']:.3f}", f"{size['flat'] / size['duckdb']:.3f}",
+                     f"{size['flat'] / size['polars']:.3f}"))
+    return rows
+
+
+def markdown(header: tuple, rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="small cases, one run")
+    ap.add_argument("--case", action="append", help="only these cases (by name)")
+    args = ap.parse_args()
+    cases = QUICK if args.quick else CASES
+    if args.case:
+        cases = {k: v for k, v in cases.items() if k in args.case}
+    runs = 1 if args.quick else args.runs
+    with tempfile.TemporaryDirectory(prefix="roolog-bench-") as tmp:
+        rows = []
+        for name, spec in cases.items():
+            rows += run_case(tmp, name, spec, runs)
+            print(f"done: {name}", file=sys.stderr, flush=True)
+        print(f"Synthetic logs, {CORES} cores, median of {runs} run(s) per tool, each a whole process:\n")
+        print(markdown(("case", "tool", "wall s", "peak RSS MB", "CPU s", "output MB", "x floor", "x best peer"),
+                       rows))
+        print("\nReal logs, bytes on disk (flat = the impression rows, pyarrow zstd-3):\n")
+        print(markdown(("log", "flat", "roolog", "DuckDB", "Polars", "flat/roolog", "flat/DuckDB", "flat/Polars"),
+                       real_logs(tmp)))
+
+
+if __name__ == "__main__":
+    main()
