@@ -35,6 +35,7 @@ from .shards import (COUNT_COLUMN, MANIFEST, REPORT, OutputFolder, ShardInfo, Sh
                      read_json, schema_to_b64, shards_doc, write_json_atomic)
 from .sources import HIVE_NULL, InputFile, ReadOptions, Source, resolve_inputs
 from .pipeline import RequestPipeline
+from .prefetch import prefetch
 from .values import key_hashes
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
@@ -178,7 +179,7 @@ class _Unit:
             for s in range(self.pipeline.shards):
                 writer = ShardWriter(os.path.join(self.dir, f"part-{s:05d}.parquet"), out_schema,
                                      opts.compression_level, opts.row_group_bytes, self.encodings)
-                for runs in self.pipeline.requests(s):
+                for runs in prefetch(self.pipeline.requests(s)):
                     n = runs.column(N_COL).to_numpy()
                     lengths.add(n)
                     batch = output(runs)
@@ -292,7 +293,7 @@ class _Run:
             dropped = 0
             with bar(source.total_bytes, f"reading {name or ''}".strip(), "B", opts.progress,
                      unit_scale=True) as progress:
-                for sb in source.batches():
+                for sb in prefetch(source.batches()):
                     batch, n_null = null_keys_dropped(sb, key, opts.drop_null_keys)
                     dropped += n_null
                     where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"

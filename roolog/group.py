@@ -57,14 +57,21 @@ class Grouping:
             changes |= adjacent_differs(col if perm is None else col.take(pa.array(perm)))
         return changes
 
-    def fold(self, pieces: pa.RecordBatch, n: np.ndarray, seq: np.ndarray, where: str) -> pa.RecordBatch:
-        """One run per distinct key among `pieces` (with `n` impressions and input position `seq` each)."""
+    def fold(self, pieces: pa.RecordBatch, n: np.ndarray, seq: np.ndarray, where: str,
+             complete: bool = True) -> pa.RecordBatch:
+        """One run per distinct key among `pieces` (with `n` impressions and input position `seq` each).
+
+        With complete=False (while streaming) keys that come back non-adjacently are only brought together
+        when that at least halves the runs; otherwise the runs stay as they are and the spill's fold, which
+        has to see them anyway, does it once.
+        """
         perm = None
         changes = self.key_changes(pieces)
         starts = np.r_[0, np.flatnonzero(changes) + 1]
         hashes = key_hashes([pieces.column(k).take(pa.array(starts)) for k in self.key])
+        distinct = len(np.unique(hashes))
         out_of_order = (np.diff(seq) < 0) & ~changes
-        if len(np.unique(hashes)) < len(starts) or out_of_order.any():  # a key comes back non-adjacently
+        if (distinct < len(starts) and (complete or 2 * distinct <= len(starts))) or out_of_order.any():
             keys = [sortable_key(pieces.column(k)) for k in self.key]
             table = pa.table([*keys, pa.array(seq)], names=[*self.key, SEQ_COL])
             perm = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in table.column_names]).to_numpy()
@@ -160,9 +167,10 @@ class Grouping:
         return self.fold(runs, runs.column(N_COL).to_numpy(), runs.column(SEQ_COL).to_numpy(), where)
 
     def fold_rows(self, rows: pa.RecordBatch | pa.Table, seq: np.ndarray, where: str) -> pa.RecordBatch:
+        """Rows as they stream in, into runs (a key may still have other runs elsewhere)."""
         if isinstance(rows, pa.Table):
             rows = rows.combine_chunks().to_batches()[0]
-        return self.fold(rows, np.ones(rows.num_rows, dtype=np.int64), seq, where)
+        return self.fold(rows, np.ones(rows.num_rows, dtype=np.int64), seq, where, complete=False)
 
 
 def _requests_by_first_seq(perm: np.ndarray, starts: np.ndarray, seq: np.ndarray):
@@ -186,6 +194,8 @@ def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> list[pa.Record
         return None
     batch = runs.combine_chunks().to_batches()[0]
     split = np.isin(hashes, unique[counts > 1])
+    if split.mean() > 0.5:  # mostly scattered: folding everything beats copying the runs apart first
+        return [grouping.conform(grouping.fold_runs(batch, where))]
     merged = grouping.fold_runs(batch.filter(pa.array(split)), where)
     whole = batch.filter(pa.array(~split))
     return [grouping.conform(whole), grouping.conform(merged)]  # folding may have moved columns

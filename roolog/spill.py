@@ -118,13 +118,13 @@ class RunSpill:
         for writer in writers:
             writer.close()
         for path in paths:
-            with pa.memory_map(path) as source:
+            with pa.OSFile(path) as source:  # read, not mapped: mapped pages would count as resident
                 table = pa.ipc.open_stream(source).read_all()
             os.remove(path)
             yield table
 
     def _stream(self, path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
-        with pa.memory_map(path) as source:
+        with pa.OSFile(path) as source:  # read, not mapped: mapped pages would count as resident
             for batch in pa.ipc.open_stream(source):
                 yield grouping.conform(batch)
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
+from .encodings import choose_encodings
 from .errors import RoologError
 from .explode import impression_rows
 from .group import N_COL, null_keys_dropped
@@ -132,7 +133,8 @@ def stats_raw(inputs: list[str], key: tuple[str, ...], order_by: str | None = No
 
 
 def _on_disk_estimate(sample: list[pa.RecordBatch], schema: pa.Schema, levels: Levels) -> dict:
-    """Write the sampled requests flat (one row per impression) and grouped, zstd-3 both, and compare."""
+    """Write the sampled requests flat (one row per impression, pyarrow's defaults) and grouped (roolog's
+    per-column encodings), zstd-3 both, and compare."""
     if not sample:
         return {"sample_requests": 0, "sample_impressions": 0, "flat_bytes": 0, "grouped_bytes": 0, "ratio": None,
                 "compression": "zstd-3", "estimate": True}
@@ -141,9 +143,10 @@ def _on_disk_estimate(sample: list[pa.RecordBatch], schema: pa.Schema, levels: L
     if levels.impression:  # the impression count is implied by the lists, as in convert's shards
         grouped = grouped.drop_columns([N_COL])
     sizes = {}
+    settings = {"flat": {}, "grouped": choose_encodings(grouped, 3)}  # the flat file as pyarrow writes it
     for name, table in (("flat", flat), ("grouped", grouped)):
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd", compression_level=3)
+        pq.write_table(table, sink, compression="zstd", compression_level=3, **settings[name])
         sizes[name] = sink.tell()
     return {"sample_requests": grouped.num_rows, "sample_impressions": flat.num_rows, "flat_bytes": sizes["flat"],
             "grouped_bytes": sizes["grouped"], "ratio": ratio(sizes["flat"], sizes["grouped"]),
