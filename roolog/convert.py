@@ -39,7 +39,7 @@ from .prefetch import prefetch
 from .values import key_hashes
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
-SAMPLE_REQUESTS, SAMPLE_BYTES = 20_000, 32 << 20  # the requests Parquet encodings are chosen on
+SAMPLE_REQUESTS, SAMPLE_BYTES = 20_000, 8 << 20  # the requests Parquet encodings are chosen on
 
 
 @dataclass(frozen=True)

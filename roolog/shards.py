@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -63,6 +64,8 @@ class ShardWriter:
                                         **(encodings or {}))
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
+        self._pending: Future | None = None  # the row group being encoded while the next one fills
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roolog-encode")
         self.requests = 0
         self.impressions = 0
 
@@ -89,13 +92,23 @@ class ShardWriter:
             start = cut + 1
 
     def _flush(self) -> None:
+        """Hand the row group to the encoder thread (pyarrow encodes without the GIL); at most one row group
+        is being encoded while the next one fills, so memory stays at two row groups."""
         if self._buffer:
             table = pa.Table.from_batches(self._buffer, schema=self.schema)
-            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+            self._wait()
+            self._pending = self._encoder.submit(self._writer.write_table, table, max(1, table.num_rows))
         self._buffer, self._buffered = [], 0
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()  # an encoding error surfaces here
+            self._pending = None
 
     def close(self) -> ShardInfo:
         self._flush()
+        self._wait()
+        self._encoder.shutdown()
         self._writer.close()
         name = os.path.basename(self.path)
         return ShardInfo(name, self.requests, self.impressions, os.path.getsize(self.path), file_xxh64(self.path))
