@@ -36,7 +36,7 @@ from .shards import (COUNT_COLUMN, MANIFEST, REPORT, OutputFolder, ShardInfo, Sh
 from .sources import HIVE_NULL, InputFile, ReadOptions, Source, resolve_inputs
 from .pipeline import RequestPipeline
 from .prefetch import prefetch
-from .values import key_hashes
+from .values import key_hashes, sortable_key
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
 SAMPLE_REQUESTS, SAMPLE_BYTES = 20_000, 8 << 20  # the requests Parquet encodings are chosen on
@@ -273,6 +273,7 @@ class _Run:
         self.reports: dict[str | None, dict] = {}
         self.skipped: list[str | None] = []
         self.inputs: list[dict] = []  # the fingerprint of the inputs read (for a partitioned OUT's manifest)
+        self.null_key_rows = 0
 
     def convert(self, files: list[InputFile], route_by: str | None, name: str | None) -> list[str]:
         """Read `files` once into one unit (`name`), or one unit per value of column `route_by`."""
@@ -312,6 +313,7 @@ class _Run:
                               rows=report["totals"]["rows"], shards=report["totals"]["shards"])
                 for col in report["demoted"]:
                     self.opts.log("warning", message=f"column {col!r} varied inside a request: stored as a list")
+            self.null_key_rows += dropped
             if dropped:
                 self.opts.log("warning", message=f"{dropped:,} rows with a null key were dropped")
             return list(units)
@@ -323,9 +325,11 @@ def _route(batch: pa.RecordBatch, column: str | None, name: str | None):
         yield name, batch
         return
     values = batch.column(column)
-    for value in pc.unique(values).to_pylist():
-        mask = values.is_null() if value is None else pc.equal(values, pa.scalar(value, values.type))
-        yield partition_name(column, value), batch.filter(pc.fill_null(mask, False))
+    exact = sortable_key(values)  # bit-exact: NaN is one value, 0.0 and -0.0 are two
+    for bits in pc.unique(exact):
+        mask = exact.is_null() if not bits.is_valid else pc.fill_null(pc.equal(exact, bits), False)
+        rows = batch.filter(mask)
+        yield partition_name(column, rows.column(column)[0].as_py()), rows
 
 
 def convert(inputs: list[str], out: str, **options) -> dict:
@@ -422,6 +426,7 @@ def _partitioned_report(run: _Run, column: str) -> dict:
     totals = {k: sum(p[k] for p in partitions) for k in ("requests", "impressions", "bytes")}
     report = {"roolog_version": __version__, "output": out, "partition_by": column, "partitions": partitions,
               "totals": totals | {"partitions": len(partitions)}, "cross_partition_requests": crossing,
+              "null_key_rows_dropped": run.null_key_rows,
               "converted": sorted(n for n in run.reports if n), "skipped": sorted(run.skipped)}
     manifest = {"format": "roolog/1", "roolog_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "options": run.options, "inputs": run.inputs, "partition_by": column, "partitions": partitions,

@@ -113,6 +113,9 @@ class Grouping:
         prev, nxt = values.slice(0, len(values) - 1), values.slice(1)
         backwards = pc.less(nxt, prev).fill_null(False).to_numpy(zero_copy_only=False)
         backwards |= pc.and_(prev.is_null(), nxt.is_valid()).to_numpy(zero_copy_only=False)
+        if pa.types.is_floating(values.type):  # the sort puts NaN after every number (and before nulls)
+            nan_first = pc.and_(pc.is_nan(prev), pc.invert(pc.is_nan(nxt)))
+            backwards |= nan_first.fill_null(False).to_numpy(zero_copy_only=False)
         backwards[offsets[1:-1] - 1] = False  # a new run may start lower
         if not backwards.any():
             return None

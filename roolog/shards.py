@@ -97,8 +97,12 @@ class ShardWriter:
         if self._buffer:
             table = pa.Table.from_batches(self._buffer, schema=self.schema)
             self._wait()
-            self._pending = self._encoder.submit(self._writer.write_table, table, max(1, table.num_rows))
+            self._pending = self._encoder.submit(self._encode, table)
         self._buffer, self._buffered = [], 0
+
+    def _encode(self, table: pa.Table) -> None:
+        # one chunk: Parquet pages would otherwise break where the batches happened to break
+        self._writer.write_table(table.combine_chunks(), row_group_size=max(1, table.num_rows))
 
     def _wait(self) -> None:
         if self._pending is not None:
@@ -248,7 +252,11 @@ class OutputFolder:
         os.replace(os.path.join(unit, MANIFEST), os.path.join(self.out, MANIFEST))
 
     def publish_partition(self, name: str, unit: str) -> None:
-        """Put a finished partition folder in place of the old one (two renames; never a partial folder)."""
+        """Put a finished partition folder in place of the old one (two renames; never a partial folder).
+        The top-level manifest goes first: until it is written again, OUT as a whole is not finished."""
+        top = os.path.join(self.out, MANIFEST)
+        if os.path.exists(top):
+            os.remove(top)
         target = os.path.join(self.out, name)
         if os.path.exists(target):
             os.replace(target, os.path.join(self.tmp, "replaced"))
@@ -257,6 +265,8 @@ class OutputFolder:
         shutil.rmtree(os.path.join(self.tmp, "replaced"), ignore_errors=True)
 
     def remove_partition(self, name: str) -> None:
+        if os.path.exists(os.path.join(self.out, MANIFEST)):
+            os.remove(os.path.join(self.out, MANIFEST))
         os.replace(os.path.join(self.out, name), os.path.join(self.tmp, "removed"))
         shutil.rmtree(os.path.join(self.tmp, "removed"), ignore_errors=True)
 

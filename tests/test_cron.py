@@ -27,8 +27,8 @@ def write_day(root, day: int, table=None) -> str:
     return str(path)
 
 
-def convert(root, out, *extra):
-    proc = run_cli("convert", str(root), "-o", str(out), "--key", "request_id", "--json", "-q", *extra)
+def convert(root, out, *extra, key="request_id"):
+    proc = run_cli("convert", str(root), "-o", str(out), "--key", key, "--json", "-q", *extra)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -152,3 +152,28 @@ def test_json_log_lines_parse(tmp_path):
     assert events[-1]["totals"]["requests"] == 400 and all("ts" in e for e in events)
     again = [json.loads(line) for line in run_cli(*args).stderr.splitlines()]
     assert [e["event"] for e in again] == ["start", "skipped", "skipped", "summary"]
+
+
+def test_partition_by_a_float_column_is_bit_exact_and_counts_dropped_keys(tmp_path):
+    t = pa.table({"rid": [1, 2, 3, 4, None], "p": [1.0, float("nan"), 0.0, -0.0, 1.0], "v": [10, 20, 30, 40, 50]})
+    pq.write_table(t, tmp_path / "t.parquet")
+    report = convert(tmp_path / "t.parquet", tmp_path / "out", "--partition-by", "p", "--drop-null-keys", key="rid")
+    assert sorted(p["name"] for p in report["partitions"]) == ["p=-0.0", "p=0.0", "p=1.0", "p=nan"]
+    assert report["null_key_rows_dropped"] == 1
+    roolog.explode(str(tmp_path / "out"), str(tmp_path / "back.parquet"))
+    assert_same_rows(t.slice(0, 4), pq.read_table(tmp_path / "back.parquet"))
+
+
+def test_kill_9_while_partitions_are_replaced_leaves_no_finished_output(tmp_path):
+    src, out = tmp_path / "t.parquet", tmp_path / "out"
+    pq.write_table(pa.table({"rid": [1, 1, 2, 3], "country": ["a", "a", "b", "c"], "v": [1, 2, 3, 4]}), src)
+    convert(src, out, "--partition-by", "country", key="rid")
+    pq.write_table(pa.table({"rid": [1, 1, 2, 3], "country": ["a", "a", "b", "c"], "v": [5, 6, 7, 8]}), src)
+    crashed = subprocess.run([roolog_exe(), "convert", str(src), "-o", str(out), "--key", "rid", "--partition-by",
+                              "country", "-q"], env=dict(os.environ, ROOLOG_FAILPOINT="publish"))
+    assert crashed.returncode == -9
+    assert run_cli("explode", str(out), "-o", str(tmp_path / "x.parquet")).returncode == 1  # not finished
+    proc = run_cli("convert", str(src), "-o", str(out), "--key", "rid", "--partition-by", "country", "-q")
+    assert proc.returncode == 0, proc.stderr
+    roolog.explode(str(out), str(tmp_path / "back.parquet"))
+    assert sorted(pq.read_table(tmp_path / "back.parquet").column("v").to_pylist()) == [5, 6, 7, 8]

@@ -145,3 +145,31 @@ def test_parts_are_merged_back_in_input_order(tmp_path):
 
     merged = merge_by_seq([stream([0, 3, 4, 9], 3), stream([], 1), stream([1, 2, 5, 6, 7, 8, 10], 2)])
     assert [s for b in merged for s in b.column(0).to_pylist()] == list(range(11))
+
+
+def test_nan_in_the_order_column_is_placed_last_whatever_the_batching(tmp_path):
+    table = pa.table({"rid": [1, 1, 2, 2, 3, 3], "pos": [float("nan"), 1.0, 2.0, 1.0, 0.0, 1.0],
+                      "v": [10, 11, 20, 21, 30, 31]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    outs = []
+    for batch_bytes in (1, 1 << 20):
+        out = tmp_path / f"o{batch_bytes}"
+        roolog.convert([str(tmp_path / "t.parquet")], str(out), key=("rid",), order_by="pos", progress=False,
+                       read=ReadOptions(batch_bytes=batch_bytes))
+        outs.append((out / "part-00000.parquet").read_bytes())
+        assert request_rows(out).sort_by("rid").column("v")[0].as_py() == [11, 10]
+    assert outs[0] == outs[1]
+
+
+def test_row_groups_do_not_depend_on_batching(tmp_path):
+    rng = np.random.default_rng(1)
+    rid = np.repeat(np.arange(4000), 50)
+    table = pa.table({"rid": rid, "x": rng.integers(0, 1 << 62, len(rid)), "y": rng.integers(0, 4, len(rid))})
+    pq.write_table(table, tmp_path / "t.parquet")
+    outs = []
+    for batch_bytes in (64 << 10, 64 << 20):
+        out = tmp_path / f"o{batch_bytes}"
+        roolog.convert([str(tmp_path / "t.parquet")], str(out), key=("rid",), progress=False,
+                       read=ReadOptions(batch_bytes=batch_bytes))
+        outs.append((out / "part-00000.parquet").read_bytes())
+    assert outs[0] == outs[1]
