@@ -39,6 +39,7 @@ from .prefetch import prefetch
 from .values import key_hashes, sortable_key
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
+MAX_PARTITIONS = 1000  # rows routed to partitions in one run: each holds open files and a grouping pipeline
 SAMPLE_REQUESTS, SAMPLE_BYTES = 20_000, 8 << 20  # the requests Parquet encodings are chosen on
 
 
@@ -286,6 +287,9 @@ class _Run:
             units: dict[str | None, _Unit] = {}
 
             def unit(unit_name):
+                if unit_name not in units and len(units) >= MAX_PARTITIONS:
+                    raise UsageProblem(f"--partition-by {route_by}: more than {MAX_PARTITIONS:,} values; partition "
+                                       "by a coarser column (a day, not a request)")
                 if unit_name not in units:
                     units[unit_name] = _Unit(unit_name, self.folder, source.schema, declared, key, order_by, opts,
                                              n_shards)

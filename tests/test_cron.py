@@ -177,3 +177,11 @@ def test_kill_9_while_partitions_are_replaced_leaves_no_finished_output(tmp_path
     assert proc.returncode == 0, proc.stderr
     roolog.explode(str(out), str(tmp_path / "back.parquet"))
     assert sorted(pq.read_table(tmp_path / "back.parquet").column("v").to_pylist()) == [5, 6, 7, 8]
+
+
+def test_partitioning_by_a_column_with_too_many_values_is_refused(tmp_path):
+    pq.write_table(pa.table({"rid": list(range(1100)), "v": list(range(1100))}), tmp_path / "t.parquet")
+    proc = run_cli("convert", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "out"), "--key", "rid",
+                   "--partition-by", "v", "-q")
+    assert proc.returncode == 2 and "more than 1,000 values" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
