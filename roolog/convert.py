@@ -29,7 +29,7 @@ from .errors import UsageProblem
 from .group import N_COL, null_keys_dropped
 from .log import silent
 from .progress import bar
-from .report import LengthHistogram, on_disk_column_bytes, ratio
+from .report import LengthHistogram, add_column_bytes, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
 from .shards import (COUNT_COLUMN, MANIFEST, REPORT, OutputFolder, ShardInfo, ShardWriter, failpoint, file_xxh64,
                      read_json, schema_to_b64, shards_doc, write_json_atomic)
@@ -95,16 +95,6 @@ def _initial_levels(declared: LogSchema | None, schema: pa.Schema, key, on_confl
     fixed = set(request) if on_conflict == "error" else set()
     return Levels(request=request, impression=[c for c in columns if c not in request], fixed=fixed,
                   declared=set(request))
-
-
-class _ColumnBytes:
-    def __init__(self, names: list[str]):
-        self.bytes = dict.fromkeys(names, 0)
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        for name, col in zip(batch.schema.names, batch.columns, strict=True):
-            if name in self.bytes:
-                self.bytes[name] += col.nbytes
 
 
 # ---- inputs and units ----------------------------------------------------------------------------------
@@ -175,7 +165,7 @@ class _Unit:
             return batch.append_column(COUNT_COLUMN, runs.column(N_COL)) if with_count else batch
 
         self.encodings = choose_encodings(self._sample(output, out_schema), opts.compression_level)
-        lengths, output_bytes, shards = LengthHistogram(), _ColumnBytes(out_schema.names), []
+        lengths, output_bytes, shards = LengthHistogram(), dict.fromkeys(out_schema.names, 0), []
         with bar(self.pipeline.shards, f"writing {self.name or ''}".strip(), "shard", opts.progress) as progress:
             for s in range(self.pipeline.shards):
                 writer = ShardWriter(os.path.join(self.dir, f"part-{s:05d}.parquet"), out_schema,
@@ -184,7 +174,7 @@ class _Unit:
                     n = runs.column(N_COL).to_numpy()
                     lengths.add(n)
                     batch = output(runs)
-                    output_bytes.add(batch)
+                    add_column_bytes(output_bytes, batch)
                     writer.write(batch, int(n.sum()))
                 shards.append(writer.close())
                 progress.update(1)
@@ -213,13 +203,13 @@ class _Unit:
         columns = []
         for name in self.schema.names:
             level = "key" if name in g.key else ("request" if name in g.levels.request else "impression")
-            before, after = self.pipeline.input_bytes[name], output_bytes.bytes.get(name, 0)
+            before, after = self.pipeline.input_bytes[name], output_bytes.get(name, 0)
             columns.append({"name": name, "level": level, "logical_bytes_impression": before,
                             "logical_bytes_request": after, "logical_ratio": ratio(before, after),
                             "on_disk_bytes": disk.get(name, {}).get("compressed", 0)})
         columns.sort(key=lambda c: c["logical_bytes_impression"] - c["logical_bytes_request"], reverse=True)
         in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in shards)
-        logical_in, logical_out = sum(self.pipeline.input_bytes.values()), sum(output_bytes.bytes.values())
+        logical_in, logical_out = sum(self.pipeline.input_bytes.values()), sum(output_bytes.values())
         return {
             "roolog_version": __version__,
             "partition": self.name,

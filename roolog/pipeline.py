@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from .group import Grouping, StreamGrouper
+from .report import add_column_bytes
 from .schema import Levels
 from .spill import RunSpill
 
@@ -34,8 +35,7 @@ class RequestPipeline:
         return self.grouping.levels
 
     def feed(self, batch: pa.RecordBatch, where: str) -> None:
-        for name, col in zip(batch.schema.names, batch.columns, strict=True):
-            self.input_bytes[name] += col.nbytes
+        add_column_bytes(self.input_bytes, batch)
         for runs in self.streamer.feed(batch, where):
             self.spill.write(runs)
 

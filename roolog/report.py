@@ -13,6 +13,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 
+def add_column_bytes(totals: dict[str, int], batch) -> None:
+    """Add each column's Arrow bytes in `batch` to `totals` (a running count per column name)."""
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        totals[name] = totals.get(name, 0) + col.nbytes
+
+
 class LengthHistogram:
     """Exact impressions-per-request statistics from a count per length (bounded memory)."""
 
