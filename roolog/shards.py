@@ -31,10 +31,6 @@ TMP_PREFIX = ".roolog-tmp"
 COUNT_COLUMN = "__roolog_impressions"  # only when no column is impression-level: the rows per request
 
 
-def shard_name(i: int) -> str:
-    return f"part-{i:05d}.parquet"
-
-
 @dataclass
 class ShardInfo:
     file: str
