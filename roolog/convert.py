@@ -363,8 +363,7 @@ def _convert_flat(run: _Run, files: list[InputFile]) -> None:
 
 def _convert_partitioned(run: _Run, files: list[InputFile], column: str) -> None:
     folder, opts = run.folder, run.opts
-    by_folder = [f for f in files if column in dict(f.partition)]
-    if len(by_folder) == len(files):  # hive folders: each partition has its own inputs
+    if all(column in dict(f.partition) for f in files):  # hive folders: each partition has its own inputs
         groups: dict[str, list[InputFile]] = {}
         for f in files:
             groups.setdefault(partition_name(column, dict(f.partition)[column]), []).append(f)

@@ -39,17 +39,21 @@ def test_missing_key_column(log, tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_null_key_names_file_and_row(tmp_path):
+@pytest.fixture
+def null_key_csv(tmp_path):
     path = tmp_path / "nulls.csv"
-    path.write_text("rid,item\n1,a\n1,b\n,c\n2,d\n")
-    msg = fails(tmp_path / "out", path, "--key", "rid")
-    assert str(path) in msg and "row 3" in msg and "'rid'" in msg
+    path.write_text("rid,item\n1,a\n1,b\n,c\n2,d\n")  # data row 3 has no key
+    return path
 
 
-def test_null_keys_dropped_on_request(tmp_path):
-    path = tmp_path / "nulls.csv"
-    path.write_text("rid,item\n1,a\n1,b\n,c\n2,d\n")
-    proc = run_cli("convert", str(path), "-o", str(tmp_path / "out"), "--key", "rid", "--drop-null-keys", "--json")
+def test_null_key_names_file_and_row(null_key_csv, tmp_path):
+    msg = fails(tmp_path / "out", null_key_csv, "--key", "rid")
+    assert str(null_key_csv) in msg and "row 3" in msg and "'rid'" in msg
+
+
+def test_null_keys_dropped_on_request(null_key_csv, tmp_path):
+    proc = run_cli("convert", str(null_key_csv), "-o", str(tmp_path / "out"), "--key", "rid", "--drop-null-keys",
+                   "--json")
     assert proc.returncode == 0, proc.stderr
     assert '"null_key_rows_dropped": 1' in proc.stdout
 
