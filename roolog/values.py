@@ -24,6 +24,8 @@ def _fixed_width_bits(arr: pa.Array) -> np.ndarray:
     """The value bits of a fixed-width array as unsigned ints, shape (n,) or (n, k)."""
     width = arr.type.bit_width // 8
     data = arr.buffers()[1]
+    if data is None:  # all null (or empty): readers may leave the value buffer out
+        return np.zeros(len(arr) if width in _UINT_BY_WIDTH else (len(arr), width), dtype=np.uint64)
     if width in _UINT_BY_WIDTH:
         return np.frombuffer(data, dtype=_UINT_BY_WIDTH[width])[arr.offset : arr.offset + len(arr)]
     words = np.frombuffer(data, dtype=np.uint8)[arr.offset * width : (arr.offset + len(arr)) * width]
@@ -152,11 +154,12 @@ def _list_bytes_view(arr: pa.Array) -> pa.Array | None:
     if not _is_list_like(arr.type):
         return None
     values = arr.values
-    if not _is_fixed_width(values.type) or values.null_count:
-        return None
+    data = values.buffers()[1]
+    if not _is_fixed_width(values.type) or values.null_count or data is None or data.size == 0:
+        return None  # (no values at all, e.g. only null lists: Arrow refuses a binary view of no data)
     width = values.type.bit_width // 8
     byte_offsets = (_list_offsets(arr) + values.offset) * width
-    return pa.Array.from_buffers(pa.large_binary(), len(arr), [None, pa.py_buffer(byte_offsets), values.buffers()[1]])
+    return pa.Array.from_buffers(pa.large_binary(), len(arr), [None, pa.py_buffer(byte_offsets), data])
 
 
 # ---- key hashing -------------------------------------------------------------------------------------

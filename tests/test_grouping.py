@@ -173,3 +173,13 @@ def test_row_groups_do_not_depend_on_batching(tmp_path):
                        read=ReadOptions(batch_bytes=batch_bytes))
         outs.append((out / "part-00000.parquet").read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_scattered_request_with_only_null_lists(tmp_path):
+    """Found by hypothesis in CI: a list column with no values at all, in requests folded from pieces."""
+    table = pa.table({"k": [-20, -13, -6, -13, -6], "l": pa.array([None] * 5, pa.list_(pa.int64()))})
+    pq.write_table(table, tmp_path / "t.parquet")
+    report, exploded = roundtrip([tmp_path / "t.parquet"], tmp_path / "o", key=("k",), shards=3,
+                                 read=ReadOptions(batch_bytes=200))
+    assert report["totals"]["requests"] == 3
+    assert_same_rows(table, exploded)
