@@ -7,6 +7,7 @@ absorbs much of the repetition on disk: the report keeps them apart on purpose.
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import numpy as np
@@ -200,4 +201,42 @@ def format_output_stats(report: dict, width: int | None = None) -> str:
     if run:
         lines.append(f"  the run: {run['totals']['rows']:,} impressions in {run['wall_seconds']} s, in memory "
                      f"x{run['totals']['logical_ratio']}")
+    return "\n".join(lines)
+
+
+def nan_to_none(doc):
+    """JSON has no NaN: undefined figures (an AUC with one class only) become null."""
+    if isinstance(doc, dict):
+        return {k: nan_to_none(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [nan_to_none(v) for v in doc]
+    return None if isinstance(doc, float) and math.isnan(doc) else doc
+
+
+def _figure(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def format_train_summary(summary: dict) -> str:
+    """`roolog train`'s summary for people: what it trained on, eval metrics, speed, the smoke verdict."""
+    ev = summary["eval"]
+    lines = [f"roolog train: {summary['steps']:,} steps ({summary['layout']} layout, {summary['device']}) "
+             f"in {summary['train_seconds']:.1f} s, label {summary['label']}; "
+             f"loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}"]
+    rows = [("eval", "value"), ("AUC", _figure(ev["auc"])), ("NE", _figure(ev["ne"])),
+            ("log loss", _figure(ev["log_loss"])), ("calibration", _figure(ev["calibration"])),
+            ("base CTR", _figure(ev["ctr"])), ("impressions", f"{ev['impressions']:,}"),
+            ("impressions/s", _figure(summary["impressions_per_s"], 0)),
+            ("requests/s", _figure(summary["requests_per_s"], 0))]
+    lines += ["  " + line for line in format_table(rows)]
+    skipped = summary["features"]["skipped"]
+    if skipped:
+        lines.append(f"  not used (type without a feature form): {', '.join(skipped[:8])}"
+                     + (f" and {len(skipped) - 8} more" if len(skipped) > 8 else ""))
+    if summary.get("smoke"):
+        verdict = summary["smoke"]
+        outcome = "passed" if verdict["passed"] else "FAILED: " + "; ".join(verdict["failures"])
+        lines.append(f"  smoke check: {outcome}")
+    if summary.get("saved"):
+        lines.append(f"  model saved to {summary['saved']}")
     return "\n".join(lines)

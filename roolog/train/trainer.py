@@ -1,0 +1,249 @@
+"""`roolog.train.train`: train the request-aware model on a converted output, evaluate, report.
+
+The smoke mode is the end-to-end check a cron job runs after `convert`: a short training that must lower
+the loss and beat chance on held-out requests, or the run fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..errors import RoologError, UsageProblem
+from ..progress import bar
+from ..report import nan_to_none
+from .data import JaggedBatch, RequestDataset
+from .features import FeatureSpec, build_spec, shard_files
+from .metrics import click_metrics
+from .model import ModelConfig, RequestAwareModel
+
+SMOKE_SECONDS = 30.0  # training time a smoke run allows itself, eval excluded
+SMOKE_EPOCHS = 5  # ... and passes over the training requests, whichever ends first
+SMOKE_AUC_MARGIN = 0.05  # a smoke run passes only above AUC 0.5 + this
+
+
+@dataclass
+class TrainConfig:
+    label: str | None = None
+    layout: str = "request"  # or "impression": the classic one-example-per-impression pipeline
+    device: str = "auto"
+    epochs: int = 1
+    max_steps: int | None = None
+    time_limit: float | None = None  # seconds of training (eval not counted)
+    batch_impressions: int = 1024
+    eval_percent: int = 10
+    exclude: tuple[str, ...] = ()
+    positive_threshold: float | None = None
+    buckets: int = 1 << 18
+    embedding_dim: int = 32
+    hidden: int = 128
+    attention_layers: int = 2
+    attention_heads: int = 2
+    max_history: int = 200
+    lr: float = 1e-3
+    sparse_lr: float = 1e-3
+    workers: int = 0
+    warmup_steps: int = 5  # steps left out of the throughput figures
+    seed: int = 0
+    smoke: bool = False
+    save: str | None = None
+    metrics_file: str | None = None
+    progress: bool = True
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageProblem("--device cuda: no CUDA device is available (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def model_config(spec: FeatureSpec, cfg: TrainConfig) -> ModelConfig:
+    return ModelConfig(buckets=spec.buckets, request_id_features=len(spec.request_ids),
+                       request_dense_features=len(spec.request_dense), sequences=len(spec.sequences),
+                       impression_id_features=len(spec.impression_ids),
+                       impression_dense_features=len(spec.impression_dense), embedding_dim=cfg.embedding_dim,
+                       hidden=cfg.hidden, attention_layers=cfg.attention_layers,
+                       attention_heads=cfg.attention_heads, max_history=cfg.max_history)
+
+
+def _loader(dataset: RequestDataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    return DataLoader(dataset, batch_size=None, num_workers=cfg.workers, pin_memory=device.type == "cuda")
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _optimizers(model: RequestAwareModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    sparse = list(model.embedding.parameters())
+    dense = [p for p in model.parameters() if all(p is not s for s in sparse)]
+    return [torch.optim.SparseAdam(sparse, lr=cfg.sparse_lr), torch.optim.AdamW(dense, lr=cfg.lr)]
+
+
+def _masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    known = ~torch.isnan(labels)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits[known].float(), labels[known])
+
+
+class _Throughput:
+    """Impressions and requests per second of training steps, after the warm-up steps."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.steps, self.impressions, self.requests, self.start = warmup, 0, 0, 0, None
+
+    def step(self, impressions: int, requests: int) -> None:
+        self.steps += 1
+        if self.steps == self.warmup:
+            self.start = time.perf_counter()
+        elif self.steps > self.warmup:
+            self.impressions += impressions
+            self.requests += requests
+
+    def figures(self) -> dict[str, float | None]:
+        seconds = time.perf_counter() - self.start if self.start and self.impressions else None
+        return {"impressions_per_s": self.impressions / seconds if seconds else None,
+                "requests_per_s": self.requests / seconds if seconds else None}
+
+
+def evaluate(model: RequestAwareModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    model.eval()
+    labels, probs = [], []
+    with torch.no_grad(), _autocast(device):
+        for batch in loader:
+            batch = batch.to(device, non_blocking=True)
+            known = ~torch.isnan(batch.labels)
+            probs.append(torch.sigmoid(model(batch).float())[known].cpu().numpy())
+            labels.append(batch.labels[known].cpu().numpy())
+    model.train()
+    if not labels:
+        raise RoologError("no eval impressions with a label: the output is too small for a held-out split")
+    return click_metrics(np.concatenate(labels).astype(np.float64), np.concatenate(probs).astype(np.float64))
+
+
+def loss_fell(losses: list[float]) -> bool:
+    """The mean loss of the last quarter of steps is below that of the first quarter."""
+    if len(losses) < 4:
+        return False
+    q = len(losses) // 4
+    return float(np.mean(losses[-q:])) < float(np.mean(losses[:q]))
+
+
+def train(out: str, cfg: TrainConfig) -> dict:
+    """Train on `out` (a `roolog convert` output); returns the summary that the CLI prints."""
+    if cfg.layout not in ("request", "impression"):
+        raise UsageProblem(f"--layout must be request or impression, not {cfg.layout!r}")
+    if cfg.embedding_dim % cfg.attention_heads:
+        raise UsageProblem(f"--attention-heads {cfg.attention_heads} must divide --embedding-dim {cfg.embedding_dim}")
+    if cfg.smoke:
+        cfg.time_limit = min(cfg.time_limit or SMOKE_SECONDS, SMOKE_SECONDS)
+        cfg.epochs = max(cfg.epochs, SMOKE_EPOCHS)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    spec = build_spec(out, cfg.label, cfg.exclude, cfg.buckets, cfg.positive_threshold, cfg.eval_percent)
+    _, paths = shard_files(out)
+    common = dict(eval_percent=cfg.eval_percent, batch_impressions=cfg.batch_impressions,
+                  max_history=cfg.max_history, layout=cfg.layout, seed=cfg.seed)
+    train_set = RequestDataset(paths, spec, split="train", shuffle=True, **common)
+    eval_loader = _loader(RequestDataset(paths, spec, split="eval", **common), cfg, device)
+    model = RequestAwareModel(model_config(spec, cfg)).to(device)
+    optimizers = _optimizers(model, cfg)
+    losses, speed = [], _Throughput(cfg.warmup_steps)
+    started = time.perf_counter()
+    progress = bar(None, f"train ({cfg.layout} layout)", "batch", cfg.progress)
+    stop = False
+    for epoch in range(cfg.epochs):
+        train_set.set_epoch(epoch)
+        for batch in _loader(train_set, cfg, device):
+            batch: JaggedBatch = batch.to(device, non_blocking=True)
+            with _autocast(device):
+                loss = _masked_loss(model(batch), batch.labels)
+            if torch.isnan(loss):  # a batch with no known label
+                continue
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            losses.append(loss.item())
+            speed.step(batch.impressions, batch.source_requests)
+            progress.update()
+            progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+            elapsed = time.perf_counter() - started
+            stop = (cfg.max_steps is not None and len(losses) >= cfg.max_steps) or \
+                (cfg.time_limit is not None and elapsed >= cfg.time_limit)
+            if stop:
+                break
+        if stop:
+            break
+    progress.close()
+    if not losses:
+        raise RoologError(f"{out}: no training impressions with a label")
+    train_seconds = time.perf_counter() - started
+    metrics = evaluate(model, eval_loader, device)
+    summary = {"output": out, "device": str(device), "layout": cfg.layout, "label": spec.label,
+               "steps": len(losses), "epochs_started": epoch + 1, "train_seconds": train_seconds,
+               "first_loss": losses[0], "last_loss": losses[-1], "loss_fell": loss_fell(losses),
+               **speed.figures(), "eval": metrics, "features": _feature_summary(spec)}
+    if cfg.smoke:
+        summary["smoke"] = smoke_verdict(summary)
+    if cfg.save:
+        save_checkpoint(cfg.save, model, spec, cfg)
+        summary["saved"] = cfg.save
+    if cfg.metrics_file:
+        with open(cfg.metrics_file, "a") as f:
+            f.write(json.dumps(nan_to_none({"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary})) + "\n")
+    return summary
+
+
+def smoke_verdict(summary: dict) -> dict:
+    failures = []
+    if not summary["loss_fell"]:
+        failures.append(f"the training loss did not fall ({summary['first_loss']:.4f} -> {summary['last_loss']:.4f})")
+    auc = summary["eval"]["auc"]
+    if not (auc >= 0.5 + SMOKE_AUC_MARGIN):  # NaN fails too
+        failures.append(f"eval AUC {auc:.4f} is not above {0.5 + SMOKE_AUC_MARGIN:.2f}")
+    return {"passed": not failures, "failures": failures}
+
+
+def _feature_summary(spec: FeatureSpec) -> dict[str, list[str]]:
+    return {"request_ids": spec.request_ids, "request_dense": spec.request_dense, "sequences": spec.sequences,
+            "impression_ids": spec.impression_ids, "impression_dense": spec.impression_dense,
+            "skipped": spec.skipped}
+
+
+def save_checkpoint(folder: str, model: RequestAwareModel, spec: FeatureSpec, cfg: TrainConfig) -> None:
+    """model.pt and config.json, written side by side in a temp folder and renamed into place."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".roolog-tmp-ckpt-", dir=parent)
+    try:
+        torch.save(model.state_dict(), os.path.join(tmp, "model.pt"))
+        doc = {"train": asdict(cfg), "model": asdict(model.cfg), "features": json.loads(spec.to_json())}
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(doc, f, indent=2)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_checkpoint(folder: str) -> tuple[RequestAwareModel, FeatureSpec]:
+    with open(os.path.join(folder, "config.json")) as f:
+        doc = json.load(f)
+    model = RequestAwareModel(ModelConfig(**doc["model"]))
+    model.load_state_dict(torch.load(os.path.join(folder, "model.pt"), weights_only=True))
+    return model, FeatureSpec.from_json(json.dumps(doc["features"]))
