@@ -103,9 +103,11 @@ class _Throughput:
 
     def __init__(self, warmup: int):
         self.warmup, self.steps, self.impressions, self.requests, self.start = warmup, 0, 0, 0, None
+        self.seen = 0  # impressions trained on, warm-up included
 
     def step(self, impressions: int, requests: int) -> None:
         self.steps += 1
+        self.seen += impressions
         if self.steps == self.warmup:
             self.start = time.perf_counter()
         elif self.steps > self.warmup:
@@ -114,7 +116,7 @@ class _Throughput:
 
     def figures(self) -> dict[str, float | None]:
         seconds = time.perf_counter() - self.start if self.start and self.impressions else None
-        return {"impressions_per_s": self.impressions / seconds if seconds else None,
+        return {"impressions_seen": self.seen, "impressions_per_s": self.impressions / seconds if seconds else None,
                 "requests_per_s": self.requests / seconds if seconds else None}
 
 
