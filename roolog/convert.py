@@ -6,16 +6,20 @@ source -> record batches -> StreamGrouper -> run batches -> RunSpill (one partit
 An output is one *unit* (OUT itself) or, when the inputs are partitioned (hive folders like ds=.../, or
 --partition-by COLUMN), one unit per partition (OUT/ds=.../). A unit whose manifest records the same
 inputs (path, size, mtime or content hash) and the same options is up to date and skipped.
+
+With engine="spark" a unit's rows are read, grouped and written by Spark tasks running the same steps
+(roolog.spark); everything around them (locking, skipping, publishing, manifests) is the code below.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,7 +30,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .encodings import choose_encodings
 from .errors import UsageProblem
-from .group import N_COL, null_keys_dropped
+from .group import N_COL, Grouping, null_keys_dropped
 from .log import silent
 from .progress import bar
 from .report import LengthHistogram, add_column_bytes, on_disk_column_bytes, ratio
@@ -60,6 +64,8 @@ class ConvertOptions:
     progress: bool = True
     row_group_bytes: int = 64 << 20  # in-memory bytes per Parquet row group
     log: Callable[..., None] = silent
+    engine: str = "local"  # or "spark": the same output, grouped on a Spark cluster (roolog.spark)
+    spark_master: str | None = None  # default local[*], or the master of a session that already runs
 
 
 def _output_options(opts: ConvertOptions, schema_hash: str | None) -> dict:
@@ -72,7 +78,7 @@ def _output_options(opts: ConvertOptions, schema_hash: str | None) -> dict:
     return json.loads(json.dumps(options))  # as the manifest will hold them (tuples become lists)
 
 
-def _resolve_schema(opts: ConvertOptions, schema: pa.Schema) -> tuple[LogSchema | None, tuple[str, ...], str | None]:
+def resolve_schema(opts: ConvertOptions, schema: pa.Schema) -> tuple[LogSchema | None, tuple[str, ...], str | None]:
     declared = load_schema(opts.schema_file) if opts.schema_file else None
     key, order_by = tuple(opts.key), opts.order_by
     if declared:
@@ -87,7 +93,16 @@ def _resolve_schema(opts: ConvertOptions, schema: pa.Schema) -> tuple[LogSchema 
     return declared, key, order_by
 
 
-def _initial_levels(declared: LogSchema | None, schema: pa.Schema, key, on_conflict: str) -> Levels:
+def unit_settings(opts: ConvertOptions, source: Source,
+                  route_by: str | None) -> tuple[LogSchema | None, tuple[str, ...], str | None, int]:
+    """The schema file, key, order column and shard count of the units read from `source`."""
+    declared, key, order_by = resolve_schema(opts, source.schema)
+    if route_by is not None and route_by not in source.schema.names:
+        raise UsageProblem(f"--partition-by {route_by!r} is not a column or hive folder of the input")
+    return declared, key, order_by, opts.shards or max(1, math.ceil(source.total_bytes / SHARD_TARGET_BYTES))
+
+
+def initial_levels(declared: LogSchema | None, schema: pa.Schema, key, on_conflict: str) -> Levels:
     columns = [n for n in schema.names if n not in key]
     if declared is None:  # inferred: every column starts request-level and moves when it first varies
         return Levels(request=columns, impression=[])
@@ -99,7 +114,7 @@ def _initial_levels(declared: LogSchema | None, schema: pa.Schema, key, on_confl
 
 # ---- inputs and units ----------------------------------------------------------------------------------
 
-def _fingerprint(files: list[InputFile]) -> list[dict]:
+def fingerprint(files: list[InputFile]) -> list[dict]:
     return [{"path": os.path.abspath(f.path), "bytes": f.size, "mtime": f.mtime, "xxh64": file_xxh64(f.path)}
             for f in files]
 
@@ -142,7 +157,7 @@ class _Unit:
         self.dir = folder.unit_path(name or "_flat")
         os.makedirs(self.dir)
         self.schema, self.declared = schema, declared
-        self.pipeline = RequestPipeline(schema, key, order_by, _initial_levels(declared, schema, key, opts.on_conflict),
+        self.pipeline = RequestPipeline(schema, key, order_by, initial_levels(declared, schema, key, opts.on_conflict),
                                         RequestPipeline.spill_dir(folder.tmp, name), n_shards, opts.memory_limit)
         self.grouping = self.pipeline.grouping
         self.null_key_rows = 0
@@ -150,108 +165,141 @@ class _Unit:
     def feed(self, batch: pa.RecordBatch, where: str) -> None:
         self.pipeline.feed(batch, where)
 
-    def finish(self, files: list[InputFile], fingerprint: list[dict], options: dict, started: float) -> dict:
+    def finish(self, files: list[InputFile], inputs: list[dict], options: dict, started: float) -> dict:
         """Fold, write the shards, report and manifest into the unit's folder; returns the report."""
         self.pipeline.finish_input()
         failpoint("spill")
-        g, opts = self.grouping, self.opts
-        names = list(self.schema.names)
-        with_count = not g.levels.impression
-        run_schema = g.run_schema()
-        out_schema = pa.schema([run_schema.field(n) for n in names]
-                               + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []))
-        def output(runs: pa.RecordBatch) -> pa.RecordBatch:
-            batch = runs.select(names)
-            return batch.append_column(COUNT_COLUMN, runs.column(N_COL)) if with_count else batch
-
-        self.encodings = choose_encodings(self._sample(output, out_schema), opts.compression_level)
+        opts, pipeline = self.opts, self.pipeline
+        out_schema, output = output_layout(self.grouping)
+        requests = (pipeline.requests(s) for s in range(pipeline.shards))
+        encodings = choose_encodings(sample_requests(requests, output, out_schema), opts.compression_level)
         lengths, output_bytes, shards = LengthHistogram(), dict.fromkeys(out_schema.names, 0), []
-        with bar(self.pipeline.shards, f"writing {self.name or ''}".strip(), "shard", opts.progress) as progress:
-            for s in range(self.pipeline.shards):
-                writer = ShardWriter(os.path.join(self.dir, f"part-{s:05d}.parquet"), out_schema,
-                                     opts.compression_level, opts.row_group_bytes, self.encodings)
-                for runs in prefetch(self.pipeline.requests(s)):
-                    n = runs.column(N_COL).to_numpy()
-                    lengths.add(n)
-                    batch = output(runs)
-                    add_column_bytes(output_bytes, batch)
-                    writer.write(batch, int(n.sum()))
-                shards.append(writer.close())
+        with bar(pipeline.shards, f"writing {self.name or ''}".strip(), "shard", opts.progress) as progress:
+            for s in range(pipeline.shards):
+                writer = ShardWriter(os.path.join(self.dir, shard_file(s)), out_schema, opts.compression_level,
+                                     opts.row_group_bytes, encodings)
+                shards.append(write_shard(writer, prefetch(pipeline.requests(s)), output, lengths, output_bytes))
                 progress.update(1)
                 failpoint("write")
-        disk = on_disk_column_bytes([os.path.join(self.dir, s.file) for s in shards])
-        report = self._report(files, shards, lengths, output_bytes, disk, time.perf_counter() - started)
+        spill = {"bytes": pipeline.spill.bytes_written, "most_parts": pipeline.spill.most_parts}
+        report = unit_report(self.name, self.schema, self.grouping, pipeline.input_bytes, spill, self.null_key_rows,
+                             files, shards, lengths, output_bytes, self.dir, time.perf_counter() - started)
         write_json_atomic(os.path.join(self.dir, REPORT), report)
-        write_json_atomic(os.path.join(self.dir, MANIFEST), self._manifest(fingerprint, options, with_count, shards))
+        manifest = unit_manifest(self.schema, self.grouping, self.declared, encodings, inputs, options, shards)
+        write_json_atomic(os.path.join(self.dir, MANIFEST), manifest)
         return report
 
-    def _sample(self, output, schema: pa.Schema) -> pa.Table:
-        """The first requests of the output (in shard order), up to SAMPLE_REQUESTS or SAMPLE_BYTES."""
-        batches, requests, size = [], 0, 0
-        for s in range(self.pipeline.shards):
-            for runs in self.pipeline.requests(s):
-                batches.append(output(runs.slice(0, SAMPLE_REQUESTS - requests)))
-                requests += batches[-1].num_rows
-                size += batches[-1].nbytes
-                if requests >= SAMPLE_REQUESTS or size >= SAMPLE_BYTES:
-                    return pa.Table.from_batches(batches, schema=schema)
-        return pa.Table.from_batches(batches, schema=schema)
 
-    def _report(self, files, shards: list[ShardInfo], lengths, output_bytes, disk, wall: float) -> dict:
-        g = self.grouping
-        rows = sum(s.impressions for s in shards)
-        columns = []
-        for name in self.schema.names:
-            level = "key" if name in g.key else ("request" if name in g.levels.request else "impression")
-            before, after = self.pipeline.input_bytes[name], output_bytes.get(name, 0)
-            columns.append({"name": name, "level": level, "logical_bytes_impression": before,
-                            "logical_bytes_request": after, "logical_ratio": ratio(before, after),
-                            "on_disk_bytes": disk.get(name, {}).get("compressed", 0)})
-        columns.sort(key=lambda c: c["logical_bytes_impression"] - c["logical_bytes_request"], reverse=True)
-        in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in shards)
-        logical_in, logical_out = sum(self.pipeline.input_bytes.values()), sum(output_bytes.values())
-        return {
-            "roolog_version": __version__,
-            "partition": self.name,
-            "totals": {
-                "rows": rows, "requests": sum(s.requests for s in shards), "shards": len(shards),
-                "input_bytes": in_bytes, "output_bytes": out_bytes, "storage_ratio": ratio(in_bytes, out_bytes),
-                "logical_bytes_impression": logical_in, "logical_bytes_request": logical_out,
-                "logical_ratio": ratio(logical_in, logical_out),
-            },
-            "impressions_per_request": lengths.summary(),
-            "columns": columns,
-            "demoted": list(g.levels.demoted),
-            "null_key_rows_dropped": self.null_key_rows,
-            "spill": {"bytes": self.pipeline.spill.bytes_written, "most_parts": self.pipeline.spill.most_parts},
-            "wall_seconds": round(wall, 3),
-            "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
-        }
+# ---- the steps of finishing a unit, shared with the spark engine (roolog.spark) --------------------------
 
-    def _manifest(self, fingerprint: list[dict], options: dict, with_count: bool, shards: list[ShardInfo]) -> dict:
-        g, levels, schema = self.grouping, self.grouping.levels, self.schema
-        return {
-            "format": "roolog/1",
-            "roolog_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "inputs": fingerprint,
-            "options": options,
-            "schema": {
-                "key": list(g.key),
-                "order_by": g.order_by,
-                "request": list(levels.request),
-                "impression": [c for c in schema.names if c in levels.impression],
-                "labels": list(self.declared.labels) if self.declared else [],
-                "demoted": list(levels.demoted),
-                "count_column": COUNT_COLUMN if with_count else None,
-                "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
-                "arrow_schema": schema_to_b64(schema),
-            },
-            "encodings": self.encodings,
-            "shards": shards_doc(shards),
-            "totals": {"shards": len(shards), "requests": sum(s.requests for s in shards),
-                       "impressions": sum(s.impressions for s in shards), "bytes": sum(s.bytes for s in shards)},
-        }
+def shard_file(shard: int) -> str:
+    return f"part-{shard:05d}.parquet"
+
+
+def output_layout(grouping: Grouping) -> tuple[pa.Schema, Callable[[pa.RecordBatch], pa.RecordBatch]]:
+    """The shards' schema under the final levels, and the function that turns run batches into shard rows
+    (the input's columns, plus the impressions per request when no column is impression-level)."""
+    names = list(grouping.schema.names)
+    with_count = not grouping.levels.impression
+    run_schema = grouping.run_schema()
+    out_schema = pa.schema([run_schema.field(n) for n in names]
+                           + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []))
+
+    def output(runs: pa.RecordBatch) -> pa.RecordBatch:
+        batch = runs.select(names)
+        return batch.append_column(COUNT_COLUMN, runs.column(N_COL)) if with_count else batch
+
+    return out_schema, output
+
+
+def sample_requests(shards: Iterable[Iterable[pa.RecordBatch]], output, schema: pa.Schema) -> pa.Table:
+    """The first requests of the output (the run batches of each shard, in shard order), up to
+    SAMPLE_REQUESTS or SAMPLE_BYTES: what the Parquet encodings are chosen on."""
+    batches, requests, size = [], 0, 0
+    for runs_of_shard in shards:
+        for runs in runs_of_shard:
+            batches.append(output(runs.slice(0, SAMPLE_REQUESTS - requests)))
+            requests += batches[-1].num_rows
+            size += batches[-1].nbytes
+            if requests >= SAMPLE_REQUESTS or size >= SAMPLE_BYTES:
+                return pa.Table.from_batches(batches, schema=schema)
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def write_shard(writer: ShardWriter, runs: Iterable[pa.RecordBatch], output, lengths: LengthHistogram,
+                output_bytes: dict[str, int]) -> ShardInfo:
+    """One shard from its run batches (in input order); adds to the lengths and per-column bytes."""
+    for batch in runs:
+        n = batch.column(N_COL).to_numpy()
+        lengths.add(n)
+        rows = output(batch)
+        add_column_bytes(output_bytes, rows)
+        writer.write(rows, int(n.sum()))
+    return writer.close()
+
+
+def unit_report(name: str | None, schema: pa.Schema, grouping: Grouping, input_bytes: dict[str, int], spill: dict,
+                null_key_rows: int, files: list[InputFile], shards: list[ShardInfo], lengths: LengthHistogram,
+                output_bytes: dict[str, int], folder: str, wall: float) -> dict:
+    """A unit's _report.json: sizes before and after, per column and in total (on-disk bytes from the
+    footers of the shards in `folder`)."""
+    disk = on_disk_column_bytes([os.path.join(folder, s.file) for s in shards])
+    rows = sum(s.impressions for s in shards)
+    columns = []
+    for col in schema.names:
+        level = "key" if col in grouping.key else ("request" if col in grouping.levels.request else "impression")
+        before, after = input_bytes[col], output_bytes.get(col, 0)
+        columns.append({"name": col, "level": level, "logical_bytes_impression": before,
+                        "logical_bytes_request": after, "logical_ratio": ratio(before, after),
+                        "on_disk_bytes": disk.get(col, {}).get("compressed", 0)})
+    columns.sort(key=lambda c: c["logical_bytes_impression"] - c["logical_bytes_request"], reverse=True)
+    in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in shards)
+    logical_in, logical_out = sum(input_bytes.values()), sum(output_bytes.values())
+    return {
+        "roolog_version": __version__,
+        "partition": name,
+        "totals": {
+            "rows": rows, "requests": sum(s.requests for s in shards), "shards": len(shards),
+            "input_bytes": in_bytes, "output_bytes": out_bytes, "storage_ratio": ratio(in_bytes, out_bytes),
+            "logical_bytes_impression": logical_in, "logical_bytes_request": logical_out,
+            "logical_ratio": ratio(logical_in, logical_out),
+        },
+        "impressions_per_request": lengths.summary(),
+        "columns": columns,
+        "demoted": list(grouping.levels.demoted),
+        "null_key_rows_dropped": null_key_rows,
+        "spill": spill,
+        "wall_seconds": round(wall, 3),
+        "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
+    }
+
+
+def unit_manifest(schema: pa.Schema, grouping: Grouping, declared: LogSchema | None, encodings: dict,
+                  inputs: list[dict], options: dict, shards: list[ShardInfo]) -> dict:
+    """A unit's _manifest.json (written last: it is what makes the unit a finished output)."""
+    levels = grouping.levels
+    return {
+        "format": "roolog/1",
+        "roolog_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": inputs,
+        "options": options,
+        "schema": {
+            "key": list(grouping.key),
+            "order_by": grouping.order_by,
+            "request": list(levels.request),
+            "impression": [c for c in schema.names if c in levels.impression],
+            "labels": list(declared.labels) if declared else [],
+            "demoted": list(levels.demoted),
+            "count_column": None if levels.impression else COUNT_COLUMN,
+            "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
+            "arrow_schema": schema_to_b64(schema),
+        },
+        "encodings": encodings,
+        "shards": shards_doc(shards),
+        "totals": {"shards": len(shards), "requests": sum(s.requests for s in shards),
+                   "impressions": sum(s.impressions for s in shards), "bytes": sum(s.bytes for s in shards)},
+    }
 
 
 # ---- the run -------------------------------------------------------------------------------------------
@@ -268,18 +316,18 @@ class _Run:
 
     def convert(self, files: list[InputFile], route_by: str | None, name: str | None) -> list[str]:
         """Read `files` once into one unit (`name`), or one unit per value of column `route_by`."""
+        if self.opts.engine == "spark":
+            from .spark import convert_units  # pyspark is an optional extra: imported only when asked for
+
+            return convert_units(self, files, route_by, name)
         opts = self.opts
         with Source(files, opts.read, os.path.join(self.folder.tmp, "read")) as source:
-            declared, key, order_by = _resolve_schema(opts, source.schema)
-            if route_by is not None and route_by not in source.schema.names:
-                raise UsageProblem(f"--partition-by {route_by!r} is not a column or hive folder of the input")
-            n_shards = opts.shards or max(1, math.ceil(source.total_bytes / SHARD_TARGET_BYTES))
+            declared, key, order_by, n_shards = unit_settings(opts, source, route_by)
             units: dict[str | None, _Unit] = {}
 
             def unit(unit_name):
                 if unit_name not in units and len(units) >= MAX_PARTITIONS:
-                    raise UsageProblem(f"--partition-by {route_by}: more than {MAX_PARTITIONS:,} values; partition "
-                                       "by a coarser column (a day, not a request)")
+                    raise too_many_partitions(route_by)
                 if unit_name not in units:
                     units[unit_name] = _Unit(unit_name, self.folder, source.schema, declared, key, order_by, opts,
                                              n_shards)
@@ -292,28 +340,39 @@ class _Run:
                     batch, n_null = null_keys_dropped(sb, key, opts.drop_null_keys)
                     dropped += n_null
                     where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"
-                    for unit_name, part in _route(batch, route_by, name):
+                    for unit_name, part in route_rows(batch, route_by, name):
                         unit(unit_name).feed(part, where)
                     progress.update(max(0, sb.bytes_done - progress.n))
                     failpoint("read")
             if not units:
                 unit(name)  # no rows at all: still an output, with empty shards
-            self.inputs = _fingerprint(files)
+            self.inputs = fingerprint(files)
             for u in units.values():
                 u.null_key_rows = dropped if len(units) == 1 else 0
-                report = u.finish(files, self.inputs, self.options, self.started)
-                self.reports[u.name] = report
-                self.opts.log("done", partition=u.name, output=self.folder.out, requests=report["totals"]["requests"],
-                              rows=report["totals"]["rows"], shards=report["totals"]["shards"])
-                for col in report["demoted"]:
-                    self.opts.log("warning", message=f"column {col!r} varied inside a request: stored as a list")
-            self.null_key_rows += dropped
-            if dropped:
-                self.opts.log("warning", message=f"{dropped:,} rows with a null key were dropped")
+                self.unit_done(u.name, u.finish(files, self.inputs, self.options, self.started))
+            self.rows_dropped(dropped)
             return list(units)
 
+    def unit_done(self, name: str | None, report: dict) -> None:
+        """A unit is finished in the temp folder (report and manifest written): record and announce it."""
+        self.reports[name] = report
+        self.opts.log("done", partition=name, output=self.folder.out, requests=report["totals"]["requests"],
+                      rows=report["totals"]["rows"], shards=report["totals"]["shards"])
+        for col in report["demoted"]:
+            self.opts.log("warning", message=f"column {col!r} varied inside a request: stored as a list")
 
-def _route(batch: pa.RecordBatch, column: str | None, name: str | None):
+    def rows_dropped(self, dropped: int) -> None:
+        self.null_key_rows += dropped
+        if dropped:
+            self.opts.log("warning", message=f"{dropped:,} rows with a null key were dropped")
+
+
+def too_many_partitions(route_by: str) -> UsageProblem:
+    return UsageProblem(f"--partition-by {route_by}: more than {MAX_PARTITIONS:,} values; partition "
+                        "by a coarser column (a day, not a request)")
+
+
+def route_rows(batch: pa.RecordBatch, column: str | None, name: str | None):
     """(unit name, rows) pairs: all rows to `name`, or rows split by the value of `column`."""
     if column is None:
         yield name, batch
@@ -331,6 +390,10 @@ def convert(inputs: list[str], out: str, **options) -> dict:
     opts = ConvertOptions(**options)
     if opts.on_conflict not in ("error", "demote"):
         raise UsageProblem(f"--on-conflict must be error or demote, not {opts.on_conflict!r}")
+    if opts.engine not in ("local", "spark"):
+        raise UsageProblem(f"--engine must be local or spark, not {opts.engine!r}")
+    if opts.engine == "spark" and importlib.util.find_spec("pyspark") is None:
+        raise UsageProblem("--engine spark needs PySpark: pip install 'roolog[spark]' (and Java 17 or later)")
     started = time.perf_counter()
     files = resolve_inputs(list(inputs), opts.read.input_format)
     schema_hash = file_xxh64(opts.schema_file) if opts.schema_file and os.path.isfile(opts.schema_file) else None
