@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from .errors import RoologError, UsageProblem
 from .shards import read_manifest, schema_from_b64, unit_folders
-from .values import repeat_indices
+from .values import repeat_indices, take
 
 
 def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[str],
@@ -23,7 +23,7 @@ def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[st
         first = next(c for c in schema.names if c in impression)
         lengths = pc.list_value_length(batch.column(first)).to_numpy()
     rep = repeat_indices(lengths)
-    arrays = [batch.column(f.name).flatten() if f.name in impression else batch.column(f.name).take(rep)
+    arrays = [batch.column(f.name).flatten() if f.name in impression else take(batch.column(f.name), rep)
               for f in schema]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from .errors import RoologError
 from .schema import Levels
 from .sources import SourceBatch
-from .values import adjacent_differs, as_list, key_hashes, offsets_from_lengths, repeat_indices, sortable_key
+from .values import (adjacent_differs, as_list, key_hashes, offsets_from_lengths, repeat_indices, sortable_key, take,
+                     take_rows)
 
 N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
 
@@ -89,10 +90,10 @@ class Grouping:
         arrays = []
         for f in self.schema:
             if f.name in flat:
-                values = flat[f.name] if reorder is None else flat[f.name].take(reorder)
+                values = flat[f.name] if reorder is None else take(flat[f.name], reorder)
                 arrays.append(as_list(values, offsets))
             else:
-                arrays.append(pieces.column(f.name).take(pa.array(order[starts])))
+                arrays.append(take(pieces.column(f.name), order[starts]))
         arrays += [pa.array(lengths, pa.int64()), pa.array(seq[order[starts]], pa.int64()), pa.array(hashes)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.run_schema())
 
@@ -100,11 +101,11 @@ class Grouping:
         """The column's impressions, piece after piece in `perm` order (zero-copy when nothing moves)."""
         c = pieces.column(col)
         if self.is_list_form(pieces.schema, col):
-            return (c if perm is None else c.take(pa.array(perm))).flatten()
+            return (c if perm is None else take(c, perm)).flatten()
         if perm is None and (n == 1).all():
             return c
         order = np.arange(len(n)) if perm is None else perm
-        return c.take(pa.array(np.repeat(order, n[order])))
+        return take(c, np.repeat(order, n[order]))
 
     def _order_permutation(self, values: pa.Array | None, offsets: np.ndarray) -> pa.Array | None:
         """Stable sort of impressions by the order column within each run; None when already in order."""
@@ -127,7 +128,7 @@ class Grouping:
         """Move request-level columns that vary inside a request to impression level (or fail if declared)."""
         for col in list(self.levels.request):
             c = pieces.column(col)
-            in_order = c if perm is None else c.take(pa.array(perm))  # one copy; then neighbours compare
+            in_order = c if perm is None else take(c, perm)  # one copy; then neighbours compare
             varies = np.flatnonzero(adjacent_differs(in_order) & ~changes)
             if len(varies) == 0:
                 continue
@@ -163,7 +164,7 @@ class Grouping:
         arrays = []
         for f in target:
             col = runs.column(f.name)
-            arrays.append(col if col.type.equals(f.type) else as_list(col.take(rep), offsets))
+            arrays.append(col if col.type.equals(f.type) else as_list(take(col, rep), offsets))
         return pa.RecordBatch.from_arrays(arrays, schema=target)
 
     def fold_runs(self, runs: pa.RecordBatch, where: str) -> pa.RecordBatch:
@@ -199,8 +200,8 @@ def merge_runs(grouping: Grouping, runs: pa.Table, where: str) -> list[pa.Record
     split = np.isin(hashes, unique[counts > 1])
     if split.mean() > 0.5:  # mostly scattered: folding everything beats copying the runs apart first
         return [grouping.conform(grouping.fold_runs(batch, where))]
-    merged = grouping.fold_runs(batch.filter(pa.array(split)), where)
-    whole = batch.filter(pa.array(~split))
+    merged = grouping.fold_runs(take_rows(batch, np.flatnonzero(split)), where)
+    whole = take_rows(batch, np.flatnonzero(~split))
     return [grouping.conform(whole), grouping.conform(merged)]  # folding may have moved columns
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .group import HASH_COL, SEQ_COL, Grouping, merge_runs
+from .values import take_rows
 
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 MAX_PARTS = 32  # files open while a partition is split; a single key never splits anyway
@@ -45,7 +46,7 @@ class RunSpill:
         part = (runs.column(HASH_COL).to_numpy() % np.uint64(self.partitions)).astype(np.int64)
         order = np.argsort(part, kind="stable")
         counts = np.bincount(part, minlength=self.partitions)
-        ordered = runs.take(pa.array(order)) if self.partitions > 1 else runs
+        ordered = take_rows(runs, order) if self.partitions > 1 else runs
         start = 0
         for p in np.flatnonzero(counts):
             piece = ordered.slice(start, int(counts[p]))
@@ -114,7 +115,7 @@ class RunSpill:
             hashes = runs.column(HASH_COL).to_numpy()
             part = ((hashes // np.uint64(self.partitions)) % np.uint64(k)).astype(np.int64)
             for j in np.unique(part):
-                writers[j].write_batch(runs.filter(pa.array(part == j)))
+                writers[j].write_batch(take_rows(runs, np.flatnonzero(part == j)))
         for writer in writers:
             writer.close()
         for path in paths:
@@ -164,8 +165,7 @@ def merge_by_seq(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordB
                 rest.append((batch, stream))
         heads = rest
         table = pa.Table.from_batches(pieces).unify_dictionaries()
-        table = table.take(pc.sort_indices(table, [(SEQ_COL, "ascending")]))
-        yield from table.combine_chunks().to_batches()
+        yield take_rows(table, pc.sort_indices(table, [(SEQ_COL, "ascending")]))
 
 
 def _next_rows(stream: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:

@@ -162,6 +162,33 @@ def _list_bytes_view(arr: pa.Array) -> pa.Array | None:
     return pa.Array.from_buffers(pa.large_binary(), len(arr), [None, pa.py_buffer(byte_offsets), data])
 
 
+def take(arr: pa.Array | pa.ChunkedArray, indices) -> pa.Array:
+    """arr.take(indices), with lists of fixed-width values moved as whole byte strings: Arrow's list take
+    goes value by value and is several times slower (a 1,000-item history per row makes that the cost)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    indices = indices if isinstance(indices, pa.Array) else pa.array(indices, pa.int64())
+    view = _list_bytes_view(arr) if arr.null_count == 0 and not pa.types.is_fixed_size_list(arr.type) else None
+    if view is None:
+        return arr.take(indices)
+    taken = view.take(indices)
+    _, byte_offsets, data = taken.buffers()
+    width = arr.type.value_type.bit_width // 8
+    offsets = np.frombuffer(byte_offsets, dtype=np.int64, count=len(taken) + 1) // width
+    if pa.types.is_list(arr.type):
+        if offsets[-1] >= 2**31:
+            return arr.take(indices)
+        offsets = offsets.astype(np.int32)
+    values = pa.Array.from_buffers(arr.type.value_type, int(offsets[-1]), [None, data])
+    return pa.Array.from_buffers(arr.type, len(taken), [None, pa.py_buffer(offsets)], children=[values])
+
+
+def take_rows(rows: pa.RecordBatch | pa.Table, indices) -> pa.RecordBatch:
+    """rows.take(indices) column by column with `take`, as one record batch."""
+    indices = indices if isinstance(indices, pa.Array) else pa.array(indices, pa.int64())
+    return pa.RecordBatch.from_arrays([take(c, indices) for c in rows.columns], schema=rows.schema)
+
+
 # ---- key hashing -------------------------------------------------------------------------------------
 # The shard of a request is xxh64(canonical key bytes) mod N. Canonical bytes: integers, booleans, dates,
 # times and timestamps as 8-byte little-endian int64; floats as 8-byte IEEE float64; strings as UTF-8;

@@ -7,7 +7,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roolog.values import adjacent_differs, key_hashes, pairwise_differs, xxh64_u64
+from roolog.values import adjacent_differs, key_hashes, pairwise_differs, take, take_rows, xxh64_u64
 
 CASES = [
     pa.array([0.0, -0.0, float("nan"), float("nan"), None, None, 1.0]),
@@ -52,6 +52,26 @@ def test_list_paths_agree_with_reference(rows):
     assert adjacent_differs(arr).tolist() == reference_adjacent(arr)
     sliced = arr.slice(1)
     assert adjacent_differs(sliced).tolist() == reference_adjacent(sliced)
+
+
+@pytest.mark.parametrize("arr", CASES + [
+    pa.array([[1.5, 2.0], [], [3.0]], pa.large_list(pa.float64())),
+    pa.array([[1, 2], [3], [], [4, 5, 6]], pa.list_(pa.int32())).slice(1),  # offset into offsets and values
+    pa.array([[], [], []], pa.list_(pa.int64())),  # no values at all
+    pa.chunked_array([pa.array([[1], [2, 3]]), pa.array([[4]])]),
+], ids=range(len(CASES) + 4))
+def test_take_equals_arrows_take(arr):
+    """The byte-string fast path for lists gives exactly Arrow's result, for every shape."""
+    indices = np.array([2, 0, 0, 1, 2, 1])[np.array([2, 0, 0, 1, 2, 1]) < len(arr)]
+    expected = arr.take(pa.array(indices))
+    if isinstance(expected, pa.ChunkedArray):
+        expected = expected.combine_chunks()
+    batch = pa.record_batch({"x": arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr})
+    for got in (take(arr, indices), take_rows(batch, indices).column(0)):
+        got.validate(full=True)
+        assert got.type == expected.type
+        both, n = pa.concat_arrays([got, expected]), len(expected)  # equal bit for bit (NaN included)
+        assert not pairwise_differs(both, np.arange(n), np.arange(n) + n).any()
 
 
 def test_vectorized_xxh64_matches_the_library():
