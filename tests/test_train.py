@@ -216,3 +216,5 @@ def test_bad_input_one_line(sample_out, tmp_path, shared_datasets):
     _one_line_error(run_cli("train", str(tmp_path / "graded"), "--label", "label"), 2, "not 0/1",
                     "--positive-threshold")
     _one_line_error(run_cli("train", sample_out, "--attention-heads", "3"), 2, "--attention-heads")
+    if not torch.cuda.is_available():
+        _one_line_error(run_cli("train", sample_out, "--device", "cuda"), 2, "no CUDA device")
