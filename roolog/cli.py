@@ -114,6 +114,10 @@ def main() -> None:
                    "[default: the top-level hive folder key of partitioned inputs].")
 @click.option("--force", is_flag=True, help="Redo outputs that are up to date (same inputs and options).")
 @click.option("--overwrite", is_flag=True, help="Write into a folder that holds files roolog did not write.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="Group on this machine, or with Spark tasks (the spark extra): the same output.")
+@click.option("--spark-master", metavar="URL",
+              help="Spark master for --engine spark [default: local[*], or the session spark-submit started].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Events on stderr as text, or as one JSON object per line for a scheduler.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, no summary, no text events (for cron).")
@@ -121,7 +125,7 @@ def main() -> None:
 @_fail_cleanly
 def convert(inputs, out, key, order_by, input_format, delimiter, null_values, schema_file, shards,
             compression_level, on_conflict, drop_null_keys, memory_limit, partition_by, force, overwrite,
-            log_format, quiet, as_json):
+            engine, spark_master, log_format, quiet, as_json):
     """Convert impression-level logs to request-level Parquet shards.
 
     INPUT is a file, a folder (hive key=value folders become columns) or a glob, in Parquet, CSV, TSV or
@@ -129,15 +133,18 @@ def convert(inputs, out, key, order_by, input_format, delimiter, null_values, sc
     every request.
 
     \b
-    Example:
+    Examples:
       roolog convert sample_data/impressions.parquet -o out --key request_id --order-by position
+      roolog convert logs/ -o out --key request_id --engine spark --spark-master spark://host:7077
     """
+    if spark_master and engine != "spark":
+        raise UsageProblem("--spark-master needs --engine spark")
     read = ReadOptions(input_format=input_format, delimiter=delimiter, null_values=tuple(null_values))
     report = run_convert(list(inputs), out, key=tuple(key), order_by=order_by, schema_file=schema_file, read=read,
                          shards=shards, compression_level=compression_level, on_conflict=on_conflict,
                          memory_limit=memory_limit, partition_by=partition_by, force=force, overwrite=overwrite,
                          drop_null_keys=drop_null_keys, progress=not quiet and log_format == "text",
-                         log=EventLog(log_format, quiet))
+                         log=EventLog(log_format, quiet), engine=engine, spark_master=spark_master)
     if as_json:
         click.echo(json.dumps(report))
     if not quiet and log_format == "text":

@@ -321,7 +321,7 @@ class _Run:
 
             return convert_units(self, files, route_by, name)
         opts = self.opts
-        with Source(files, opts.read, os.path.join(self.folder.tmp, "read")) as source:
+        with Source(files, opts.read, read_scratch(self.folder)) as source:
             declared, key, order_by, n_shards = unit_settings(opts, source, route_by)
             units: dict[str | None, _Unit] = {}
 
@@ -365,6 +365,13 @@ class _Run:
         self.null_key_rows += dropped
         if dropped:
             self.opts.log("warning", message=f"{dropped:,} rows with a null key were dropped")
+
+
+def read_scratch(folder: OutputFolder) -> str:
+    """Where the reader unpacks compressed Parquet inputs (it needs random access): OUT's temp folder."""
+    scratch = os.path.join(folder.tmp, "read")
+    os.makedirs(scratch, exist_ok=True)
+    return scratch
 
 
 def too_many_partitions(route_by: str) -> UsageProblem:

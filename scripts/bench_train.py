@@ -64,9 +64,10 @@ def main() -> None:
             by_layout = {layout: run(out, layout, history, steps, args.device) for layout in ("request", "impression")}
             req, imp = by_layout["request"], by_layout["impression"]
             results.append({"history": history, "requests": requests, "steps": steps, **by_layout})
-            rows.append(f"| {history:,} | {req['device']} | {req['impressions_seen']:,} | {imp['impressions_per_s']:,.0f} | "
-                        f"{req['impressions_per_s']:,.0f} | {req['impressions_per_s'] / imp['impressions_per_s']:.2f}x"
-                        f" | {imp['eval']['auc']:.4f} | {req['eval']['auc']:.4f} | "
+            speed_up = req["impressions_per_s"] / imp["impressions_per_s"]
+            rows.append(f"| {history:,} | {req['device']} | {req['impressions_seen']:,} | "
+                        f"{imp['impressions_per_s']:,.0f} | {req['impressions_per_s']:,.0f} | {speed_up:.2f}x | "
+                        f"{imp['eval']['auc']:.4f} | {req['eval']['auc']:.4f} | "
                         f"{abs(req['eval']['auc'] - imp['eval']['auc']):.4f} |")
             print(f"history {history}: done", file=sys.stderr)
     print("| history | device | impressions seen (each) | impression layout imp/s | request layout imp/s | "
