@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .features import FeatureSpec, check_labels, dense_values, hash_ids, in_eval_split, label_values
+from .features import FeatureSpec, check_labels, dense_values, hash_ids, in_eval_split, label_values, salt
 
 
 @dataclass
@@ -110,26 +110,40 @@ def _standardized(table: pa.Table, names: list[str], spec: FeatureSpec, flatten:
     return out
 
 
+def tokens(text: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Space-separated tokens as a list per row; an empty or null string is an empty list."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    if pa.types.is_dictionary(text.type):
+        text = text.dictionary_decode()
+    lists = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(text))
+    words = pc.list_flatten(lists)
+    keep = pc.greater(pc.utf8_length(words), 0)  # "" splits into [""]
+    rows = pc.list_parent_indices(lists).filter(keep).to_numpy()
+    offsets = np.zeros(len(text) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(text)), out=offsets[1:])
+    return pa.LargeListArray.from_arrays(pa.array(offsets), words.filter(keep))
+
+
 def collate(table: pa.Table, spec: FeatureSpec, max_history: int) -> JaggedBatch:
     """Request rows -> one JaggedBatch, vectorized column by column."""
     rows = table.num_rows
     label = table.column(spec.label)
     offsets = _offsets(label)
-    features = {name: i + 1 for i, name in enumerate(spec.columns)}  # the salt of each feature's hash
 
     def ids(names: list[str], flatten: bool, n: int) -> np.ndarray:
         out = np.zeros((n, len(names)), dtype=np.int64)
         for j, name in enumerate(names):
             col = table.column(name)
-            out[:, j] = hash_ids(pc.list_flatten(col) if flatten else col, features[name], spec.buckets)
+            out[:, j] = hash_ids(pc.list_flatten(col) if flatten else col, salt(name), spec.buckets)
         return out
 
     seq_values, seq_offsets = [], []
     for name in spec.sequences:
         col = table.column(name)
         if name in spec.text_sequences:
-            col = pc.utf8_split_whitespace(col)
-        values = hash_ids(pc.list_flatten(col), features[name], spec.buckets)
+            col = tokens(col)
+        values = hash_ids(pc.list_flatten(col), salt(name), spec.buckets)
         v, o = _last_items(values, _offsets(col), max_history)
         seq_values.append(torch.from_numpy(v))
         seq_offsets.append(torch.from_numpy(o))

@@ -88,17 +88,22 @@ def _is_dense(t: pa.DataType) -> bool:
 
 
 def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def _mean_tokens(arr: pa.ChunkedArray) -> float:
     if len(arr) == 0 or arr.null_count == len(arr):
         return 0.0
-    return float(pc.mean(pc.list_value_length(pc.utf8_split_whitespace(arr))).as_py() or 0.0)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    return float(pc.mean(pc.list_value_length(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(arr)))).as_py() or 0)
 
 
 def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = (), buckets: int = 1 << 18,
-               positive_threshold: float | None = None, eval_percent: int = 10) -> FeatureSpec:
+               positive_threshold: float | None = None, eval_percent: int = 10,
+               stats_requests: int | None = None) -> FeatureSpec:
     """Features from the manifest's levels and the shards' types (kinds judged on the first row group);
     dense statistics over all training requests, labels checked over all of them."""
     manifest, paths = shard_files(out)
@@ -115,7 +120,8 @@ def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = ()
         raise UsageProblem(f"--exclude names unknown column(s): {', '.join(unknown)}")
     if not paths:
         raise RoologError(f"{out}: the output holds no shards (no requests)")
-    file = pq.ParquetFile(paths[0])
+    files = [pq.ParquetFile(p) for p in paths]
+    file = next((f for f in files if f.metadata.num_rows), files[0])  # column kinds judged on real rows
     sample = file.read_row_group(0) if file.num_row_groups else file.schema_arrow.empty_table()
     spec = FeatureSpec(key=key, label=label, buckets=buckets, positive_threshold=positive_threshold)
     for f in sample.schema:
@@ -136,7 +142,7 @@ def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = ()
     order_by = schema.get("order_by")
     if order_by in spec.impression_ids:  # a rank is ordinal as well: its value is a dense feature too
         spec.impression_dense.append(order_by)
-    _fit_dense_stats(spec, paths, impression, eval_percent)
+    _fit_dense_stats(spec, paths, impression, eval_percent, stats_requests)
     return spec
 
 
@@ -146,19 +152,25 @@ def in_eval_split(table: pa.Table, key: list[str], eval_percent: int) -> np.ndar
     return (h % np.uint64(100)) < np.uint64(eval_percent)
 
 
-def _fit_dense_stats(spec: FeatureSpec, paths: list[str], impression: set[str], eval_percent: int) -> None:
-    """Mean and std of each dense feature over the training requests, in one pass reading only the key,
-    the label and the dense columns (the label is checked on the way)."""
+def _fit_dense_stats(spec: FeatureSpec, paths: list[str], impression: set[str], eval_percent: int,
+                     max_requests: int | None) -> None:
+    """Mean and std of each dense feature over the training requests (the first `max_requests` when
+    given), in one pass reading only the key, the label and the dense columns (labels checked on the way)."""
     dense = spec.request_dense + spec.impression_dense
     moments = {name: (0, 0.0, 0.0) for name in dense}  # count, mean, sum of squared deviations
-    for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(columns=list(dict.fromkeys([*spec.key, spec.label, *dense]))):
-            table = pa.Table.from_batches([batch])
-            check_labels(label_values(table.column(spec.label), spec), spec.label)
-            table = table.filter(pa.array(~in_eval_split(table, spec.key, eval_percent)))
-            for name in dense:
-                values = dense_values(table.column(name), name in impression)
-                moments[name] = _merge_moments(moments[name], values[np.isfinite(values)])
+    columns = list(dict.fromkeys([*spec.key, spec.label, *dense]))
+    batches = (b for path in paths for b in pq.ParquetFile(path).iter_batches(columns=columns))
+    read = 0
+    for batch in batches:
+        if max_requests is not None and read >= max_requests:
+            break
+        read += batch.num_rows
+        table = pa.Table.from_batches([batch])
+        check_labels(label_values(table.column(spec.label), spec), spec.label)
+        table = table.filter(pa.array(~in_eval_split(table, spec.key, eval_percent)))
+        for name in dense:
+            values = dense_values(table.column(name), name in impression)
+            moments[name] = _merge_moments(moments[name], values[np.isfinite(values)])
     for name, (n, mean, squares) in moments.items():
         std = math.sqrt(squares / n) if n else 0.0
         spec.dense_stats[name] = (mean, std if std > 0 else 1.0)
@@ -180,9 +192,11 @@ def dense_values(arr: pa.ChunkedArray | pa.Array, flatten: bool) -> np.ndarray:
     """float64 values (null -> NaN); timestamps and durations as their integer count."""
     if flatten:
         arr = pc.list_flatten(arr)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
     t = arr.type
     if pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_time(t):
-        arr = arr.cast(pa.int64())
+        arr = arr.view(pa.int32() if t.bit_width == 32 else pa.int64())  # their integer storage
     return arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
 
 
@@ -205,9 +219,14 @@ def check_labels(values: np.ndarray, label: str) -> None:
                            f"--positive-threshold T (values >= T count as positives)")
 
 
+def salt(column: str) -> int:
+    """A feature's hash seed, from its name: adding or excluding columns leaves the others' ids alone."""
+    return xxhash.xxh64_intdigest(column.encode())
+
+
 def hash_ids(arr: pa.Array | pa.ChunkedArray, feature: int, buckets: int) -> np.ndarray:
-    """Bucket ids 1..buckets-1 per value (0 = null), salted by feature. Hashing runs over the distinct
-    values Arrow finds (dictionary_encode), so there is no per-row Python."""
+    """Bucket ids 1..buckets-1 per value (0 = null), salted by feature. Strings are hashed once per
+    distinct value Arrow finds (dictionary_encode), integers fully vectorized."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
@@ -216,9 +235,9 @@ def hash_ids(arr: pa.Array | pa.ChunkedArray, feature: int, buckets: int) -> np.
     if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date(t):
         if pa.types.is_date(t):  # their integer storage
             arr = arr.view(pa.int32() if t.bit_width == 32 else pa.int64())
-        ints = arr.cast(pa.int64())
+        ints = arr if pa.types.is_uint64(t) else arr.cast(pa.int64())  # uint64 as is: no overflow
         words = ints.fill_null(0).to_numpy().view(np.uint64)
-        hashed = xxh64_u64(words ^ np.uint64(feature * 0x9E3779B97F4A7C15 % (1 << 64)))
+        hashed = xxh64_u64(words ^ np.uint64(feature))
     else:
         encoded = arr.dictionary_encode()  # strings and bytes: one digest per distinct value
         raw = [v if isinstance(v, bytes) else v.encode() for v in encoded.dictionary.to_pylist()]

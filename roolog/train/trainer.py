@@ -29,6 +29,9 @@ from .model import ModelConfig, RequestAwareModel
 SMOKE_SECONDS = 30.0  # training time a smoke run allows itself, eval excluded
 SMOKE_EPOCHS = 5  # ... and passes over the training requests, whichever ends first
 SMOKE_AUC_MARGIN = 0.05  # a smoke run passes only above AUC 0.5 + this
+SMOKE_EVAL_IMPRESSIONS = 200_000  # a smoke run's eval and dense statistics stay bounded on big outputs
+SMOKE_STATS_REQUESTS = 200_000
+MIN_SMOKE_STEPS = 4
 
 
 @dataclass
@@ -99,32 +102,44 @@ def _masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class _Throughput:
-    """Impressions and requests per second of training steps, after the warm-up steps."""
+    """Training speed over the steps after the warm-up ones: their data loading included, eval not."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.steps, self.impressions, self.requests, self.start = warmup, 0, 0, 0, None
-        self.seen = 0  # impressions trained on, warm-up included
+        self.warmup, self.steps, self.trained_impressions = warmup, 0, 0
+        self.timed_impressions = self.timed_requests = 0
+        self.start = time.perf_counter() if warmup == 0 else None
+        self.end: float | None = None
 
     def step(self, impressions: int, requests: int) -> None:
+        """After a step has finished (loss.item() has waited for the device)."""
+        now = time.perf_counter()
         self.steps += 1
-        self.seen += impressions
+        self.trained_impressions += impressions
         if self.steps == self.warmup:
-            self.start = time.perf_counter()
+            self.start = now
         elif self.steps > self.warmup:
-            self.impressions += impressions
-            self.requests += requests
+            self.timed_impressions += impressions
+            self.timed_requests += requests
+            self.end = now
 
     def figures(self) -> dict[str, float | None]:
-        seconds = time.perf_counter() - self.start if self.start and self.impressions else None
-        return {"impressions_seen": self.seen, "impressions_per_s": self.impressions / seconds if seconds else None,
-                "requests_per_s": self.requests / seconds if seconds else None}
+        seconds = self.end - self.start if self.end is not None and self.start is not None else None
+        return {"impressions_seen": self.trained_impressions,
+                "impressions_per_s": self.timed_impressions / seconds if seconds else None,
+                "requests_per_s": self.timed_requests / seconds if seconds else None}
 
 
-def evaluate(model: RequestAwareModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
+def evaluate(model: RequestAwareModel, loader: DataLoader, device: torch.device,
+             max_impressions: int | None = None) -> dict[str, float]:
+    """Metrics over the held-out requests (the first `max_impressions` of them when given), in float32:
+    bf16 logits would tie many scores and blur the AUC."""
     model.eval()
-    labels, probs = [], []
-    with torch.no_grad(), _autocast(device):
+    labels, probs, seen = [], [], 0
+    with torch.no_grad():
         for batch in loader:
+            if max_impressions is not None and seen >= max_impressions:
+                break
+            seen += batch.impressions
             batch = batch.to(device, non_blocking=True)
             known = ~torch.isnan(batch.labels)
             probs.append(torch.sigmoid(model(batch).float())[known].cpu().numpy())
@@ -136,8 +151,8 @@ def evaluate(model: RequestAwareModel, loader: DataLoader, device: torch.device)
 
 
 def loss_fell(losses: list[float]) -> bool:
-    """The mean loss of the last quarter of steps is below that of the first quarter."""
-    if len(losses) < 4:
+    """The mean loss of the last quarter of steps is below that of the first quarter (at least 4 steps)."""
+    if len(losses) < MIN_SMOKE_STEPS:
         return False
     q = len(losses) // 4
     return float(np.mean(losses[-q:])) < float(np.mean(losses[:q]))
@@ -149,12 +164,14 @@ def train(out: str, cfg: TrainConfig) -> dict:
         raise UsageProblem(f"--layout must be request or impression, not {cfg.layout!r}")
     if cfg.embedding_dim % cfg.attention_heads:
         raise UsageProblem(f"--attention-heads {cfg.attention_heads} must divide --embedding-dim {cfg.embedding_dim}")
+    _check_destinations(cfg)
     if cfg.smoke:
         cfg.time_limit = min(cfg.time_limit or SMOKE_SECONDS, SMOKE_SECONDS)
         cfg.epochs = max(cfg.epochs, SMOKE_EPOCHS)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    spec = build_spec(out, cfg.label, cfg.exclude, cfg.buckets, cfg.positive_threshold, cfg.eval_percent)
+    spec = build_spec(out, cfg.label, cfg.exclude, cfg.buckets, cfg.positive_threshold, cfg.eval_percent,
+                      stats_requests=SMOKE_STATS_REQUESTS if cfg.smoke else None)
     _, paths = shard_files(out)
     common = dict(eval_percent=cfg.eval_percent, batch_impressions=cfg.batch_impressions,
                   max_history=cfg.max_history, layout=cfg.layout, seed=cfg.seed)
@@ -194,11 +211,12 @@ def train(out: str, cfg: TrainConfig) -> dict:
     if not losses:
         raise RoologError(f"{out}: no training impressions with a label")
     train_seconds = time.perf_counter() - started
-    metrics = evaluate(model, eval_loader, device)
+    speed_figures = speed.figures()  # before eval, which is not training
+    metrics = evaluate(model, eval_loader, device, SMOKE_EVAL_IMPRESSIONS if cfg.smoke else None)
     summary = {"output": out, "device": str(device), "layout": cfg.layout, "label": spec.label,
                "steps": len(losses), "epochs_started": epoch + 1, "train_seconds": train_seconds,
                "first_loss": losses[0], "last_loss": losses[-1], "loss_fell": loss_fell(losses),
-               **speed.figures(), "eval": metrics, "features": _feature_summary(spec)}
+               **speed_figures, "eval": metrics, "features": _feature_summary(spec)}
     if cfg.smoke:
         summary["smoke"] = smoke_verdict(summary)
     if cfg.save:
@@ -212,7 +230,9 @@ def train(out: str, cfg: TrainConfig) -> dict:
 
 def smoke_verdict(summary: dict) -> dict:
     failures = []
-    if not summary["loss_fell"]:
+    if summary["steps"] < MIN_SMOKE_STEPS:
+        failures.append(f"only {summary['steps']} training steps: too few to judge (the output is too small)")
+    elif not summary["loss_fell"]:
         failures.append(f"the training loss did not fall ({summary['first_loss']:.4f} -> {summary['last_loss']:.4f})")
     auc = summary["eval"]["auc"]
     if not (auc >= 0.5 + SMOKE_AUC_MARGIN):  # NaN fails too
@@ -226,13 +246,30 @@ def _feature_summary(spec: FeatureSpec) -> dict[str, list[str]]:
             "skipped": spec.skipped}
 
 
+CHECKPOINT_FILES = {"model.pt", "config.json"}
+
+
+def _check_destinations(cfg: TrainConfig) -> None:
+    """Before training: --save may only replace an earlier checkpoint; --metrics-file needs its folder."""
+    if cfg.save and os.path.exists(cfg.save):
+        if not os.path.isdir(cfg.save):
+            raise UsageProblem(f"--save {cfg.save}: exists and is not a folder")
+        foreign = set(os.listdir(cfg.save)) - CHECKPOINT_FILES
+        if foreign:
+            raise UsageProblem(f"--save {cfg.save}: the folder holds other files ({sorted(foreign)[0]}, ...); "
+                               "give a new or a checkpoint folder")
+    parent = os.path.dirname(os.path.abspath(cfg.metrics_file)) if cfg.metrics_file else None
+    if parent and not os.path.isdir(parent):
+        raise UsageProblem(f"--metrics-file {cfg.metrics_file}: folder {parent} does not exist")
+
+
 def save_checkpoint(folder: str, model: RequestAwareModel, spec: FeatureSpec, cfg: TrainConfig) -> None:
     """model.pt and config.json, written side by side in a temp folder and renamed into place."""
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".roolog-tmp-ckpt-", dir=parent)
     try:
-        torch.save(model.state_dict(), os.path.join(tmp, "model.pt"))
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.pt"))
         doc = {"train": asdict(cfg), "model": asdict(model.cfg), "features": json.loads(spec.to_json())}
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(doc, f, indent=2)
@@ -247,5 +284,5 @@ def load_checkpoint(folder: str) -> tuple[RequestAwareModel, FeatureSpec]:
     with open(os.path.join(folder, "config.json")) as f:
         doc = json.load(f)
     model = RequestAwareModel(ModelConfig(**doc["model"]))
-    model.load_state_dict(torch.load(os.path.join(folder, "model.pt"), weights_only=True))
+    model.load_state_dict(torch.load(os.path.join(folder, "model.pt"), map_location="cpu", weights_only=True))
     return model, FeatureSpec.from_json(json.dumps(doc["features"]))
