@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import subprocess
@@ -79,3 +80,14 @@ def shared_datasets():
     if not os.path.isdir(DATASETS):
         pytest.fail(f"the shared datasets are missing at {DATASETS} (set ROOLOG_SHARED)")
     return DATASETS
+
+
+def shard_bytes(out) -> dict[str, bytes]:
+    """Every shard file of an output folder (a pathlib.Path), by name: for byte-identity checks."""
+    return {f: (out / f).read_bytes() for f in sorted(os.listdir(out)) if f.startswith("part-")}
+
+
+def manifest_without_timestamps(out) -> dict:
+    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest.pop("created")
+    return manifest

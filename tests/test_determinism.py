@@ -1,6 +1,5 @@
 """Same inputs and options give byte-identical shards, whatever the batching, memory limit or threads."""
 
-import json
 import os
 import subprocess
 
@@ -8,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import roolog
-from conftest import roolog_exe
+from conftest import manifest_without_timestamps, roolog_exe, shard_bytes
 from roolog.sources import ReadOptions
 from roolog.synthetic import generate_impressions
 
@@ -18,16 +17,6 @@ def scattered(tmp_path_factory):
     path = tmp_path_factory.mktemp("det") / "log.parquet"
     pq.write_table(generate_impressions(3000, 12, seed=8, shuffle=True), path, row_group_size=4000)
     return path
-
-
-def shard_bytes(out) -> dict[str, bytes]:
-    return {f: (out / f).read_bytes() for f in sorted(os.listdir(out)) if f.startswith("part-")}
-
-
-def manifest_without_timestamps(out) -> dict:
-    manifest = json.loads((out / "_manifest.json").read_text())
-    manifest.pop("created")
-    return manifest
 
 
 @pytest.mark.parametrize("batch_bytes,memory_limit", [(20_000, 48 << 10), (1 << 20, 1 << 30), (3_333, 1 << 20)])

@@ -2,7 +2,6 @@
 manifest; the same errors; no partial or duplicate file after a task attempt dies."""
 
 import gzip
-import json
 import os
 import shutil
 
@@ -12,14 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import roolog
-from conftest import LTR, MIND, SAMPLE, TRIVAGO, assert_same_rows, run_cli
+from conftest import LTR, MIND, SAMPLE, TRIVAGO, assert_same_rows, run_cli, shard_bytes
+from conftest import manifest_without_timestamps as manifest
 from roolog.errors import RoologError
 from roolog.sources import ReadOptions
 from roolog.synthetic import generate_impressions
 
-pytest.importorskip("pyspark")
-if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-    pytest.skip("Spark needs Java (.ci/run installs it)", allow_module_level=True)
+# no skipping: without the spark extra or Java these tests fail, as the feature would (.ci/run installs both)
+import pyspark  # noqa: E402,F401
 
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")
 SAMPLE_KEY = dict(key=("request_id",), order_by="position")
@@ -46,16 +45,6 @@ def shuffled(tmp_path_factory):
     path = tmp_path_factory.mktemp("spark") / "shuffled.parquet"
     pq.write_table(generate_impressions(3000, 12, seed=11, shuffle=True), path, row_group_size=5000)
     return path
-
-
-def shard_bytes(out) -> dict[str, bytes]:
-    return {f: (out / f).read_bytes() for f in sorted(os.listdir(out)) if f.startswith("part-")}
-
-
-def manifest(out) -> dict:
-    doc = json.loads((out / "_manifest.json").read_text())
-    doc.pop("created")
-    return doc
 
 
 def both(inputs, tmp_path, **options) -> tuple[dict, dict]:
