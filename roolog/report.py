@@ -27,9 +27,11 @@ class LengthHistogram:
         self.counts = np.zeros(0, dtype=np.int64)
 
     def add(self, lengths: np.ndarray) -> None:
-        if len(lengths) == 0:
-            return
-        counts = np.bincount(lengths)
+        if len(lengths):
+            self.add_counts(np.bincount(lengths))
+
+    def add_counts(self, counts: np.ndarray) -> None:
+        """Merge another histogram's counts (requests per length)."""
         if len(counts) > len(self.counts):
             self.counts = np.pad(self.counts, (0, len(counts) - len(self.counts)))
         self.counts[: len(counts)] += counts

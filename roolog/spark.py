@@ -50,12 +50,12 @@ from .convert import (MAX_PARTITIONS, fingerprint, initial_levels, output_layout
                       write_shard)
 from .encodings import choose_encodings
 from .errors import RoologError
-from .group import HASH_COL, SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
+from .group import SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
 from .report import LengthHistogram, add_column_bytes
 from .schema import Levels, LogSchema
 from .shards import MANIFEST, REPORT, ShardInfo, ShardWriter, write_json_atomic
 from .sources import InputFile, Source
-from .spill import RunSpill
+from .spill import RunSpill, split_by_shard
 
 if TYPE_CHECKING:
     from .convert import _Run
@@ -285,17 +285,8 @@ def _read_file(plan: _Plan, index: int) -> Iterator[tuple[tuple, bytes | dict]]:
 def _pieces(plan: _Plan, unit: str, runs: pa.RecordBatch) -> Iterator[tuple[tuple, bytes]]:
     """Run batches split by shard = xxh64(key) mod N (the key hash each run carries), as the local
     engine's spill splits them; each piece keyed by the input position of its first run."""
-    if runs.num_rows == 0:
-        return
-    shard = (runs.column(HASH_COL).to_numpy() % np.uint64(plan.n_shards)).astype(np.int64)
-    order = np.argsort(shard, kind="stable")
-    ordered = runs.take(pa.array(order)) if plan.n_shards > 1 else runs
-    counts = np.bincount(shard, minlength=plan.n_shards)
-    start = 0
-    for s in np.flatnonzero(counts):
-        piece = ordered.slice(start, int(counts[s]))
-        yield (unit, int(s), int(piece.column(SEQ_COL)[0].as_py())), _to_ipc(piece)
-        start += int(counts[s])
+    for s, piece in split_by_shard(runs, plan.n_shards):
+        yield (unit, s, int(piece.column(SEQ_COL)[0].as_py())), _to_ipc(piece)
 
 
 def _to_ipc(batch: pa.RecordBatch) -> bytes:
@@ -547,9 +538,8 @@ def _finish_unit(run: _Run, unit: str, write: _UnitWrite, declared: LogSchema | 
     """Step 6: the unit's report and manifest, written into its folder (manifest last); returns the report."""
     grouping = write.grouping
     lengths = LengthHistogram()
-    lengths.counts = np.zeros(max([len(w["lengths"]) for w in written] or [0]), dtype=np.int64)
     for w in written:
-        lengths.counts[: len(w["lengths"])] += np.asarray(w["lengths"], dtype=np.int64)
+        lengths.add_counts(np.asarray(w["lengths"], dtype=np.int64))
     output_bytes = _sum_counts(w["output_bytes"] for w in written)
     input_bytes = dict.fromkeys(grouping.schema.names, 0) | _sum_counts(r["input_bytes"].get(unit, {}) for r in reads)
     spill = {"bytes": sum(r["spill"]["bytes"] for r in grouped),

@@ -41,19 +41,10 @@ class RunSpill:
         self.most_parts = 1
 
     def write(self, runs: pa.RecordBatch) -> None:
-        if runs.num_rows == 0:
-            return
-        part = (runs.column(HASH_COL).to_numpy() % np.uint64(self.partitions)).astype(np.int64)
-        order = np.argsort(part, kind="stable")
-        counts = np.bincount(part, minlength=self.partitions)
-        ordered = take_rows(runs, order) if self.partitions > 1 else runs
-        start = 0
-        for p in np.flatnonzero(counts):
-            piece = ordered.slice(start, int(counts[p]))
-            self._writer(int(p), runs.schema).write_batch(piece)
+        for p, piece in split_by_shard(runs, self.partitions):
+            self._writer(p, runs.schema).write_batch(piece)
             self._hashes[p].write(piece.column(HASH_COL).to_numpy().tobytes())
             self._bytes[p] += piece.nbytes
-            start += int(counts[p])
 
     def _writer(self, p: int, schema: pa.Schema) -> pa.ipc.RecordBatchStreamWriter:
         current = self._writers.get(p)
@@ -144,6 +135,18 @@ class RunSpill:
     def _disk_bytes(self) -> int:
         files = [f for fs in self._files.values() for f in fs] + [self._hash_path(p) for p in range(self.partitions)]
         return sum(os.path.getsize(f) for f in files)
+
+
+def split_by_shard(runs: pa.RecordBatch, shards: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The runs of each shard (xxh64(key) mod N, from the hash each run carries), in input order."""
+    if runs.num_rows == 0:
+        return
+    shard = (runs.column(HASH_COL).to_numpy() % np.uint64(shards)).astype(np.int64)
+    counts = np.bincount(shard, minlength=shards)
+    ordered = take_rows(runs, np.argsort(shard, kind="stable")) if shards > 1 else runs
+    starts = np.cumsum(counts) - counts
+    for s in np.flatnonzero(counts):
+        yield int(s), ordered.slice(int(starts[s]), int(counts[s]))
 
 
 def merge_by_seq(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:

@@ -26,6 +26,7 @@ import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
+from bench import markdown  # noqa: E402  (scripts/bench.py: the same table format)
 from roolog.synthetic import write_impressions  # noqa: E402
 
 ROOLOG = os.path.join(os.path.dirname(sys.executable), "roolog")
@@ -109,11 +110,6 @@ def run_case(tmp: str, name: str, requests: int, runs: int, shards: int) -> tupl
     for out in outs.values():
         shutil.rmtree(out, ignore_errors=True)
     return table, walls
-
-
-def markdown(header: tuple, rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def main() -> None:

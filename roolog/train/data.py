@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..values import offsets_from_lengths
 from .features import FeatureSpec, check_labels, dense_values, hash_ids, in_eval_split, label_values, salt
 
 
@@ -87,10 +88,7 @@ def gather_ranges(values: torch.Tensor, starts: torch.Tensor, lengths: torch.Ten
 
 
 def _offsets(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
+    return offsets_from_lengths(pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False))
 
 
 def _last_items(values: np.ndarray, offsets: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +118,7 @@ def tokens(text: pa.ChunkedArray | pa.Array) -> pa.Array:
     words = pc.list_flatten(lists)
     keep = pc.greater(pc.utf8_length(words), 0)  # "" splits into [""]
     rows = pc.list_parent_indices(lists).filter(keep).to_numpy()
-    offsets = np.zeros(len(text) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=len(text)), out=offsets[1:])
+    offsets = offsets_from_lengths(np.bincount(rows, minlength=len(text)))
     return pa.LargeListArray.from_arrays(pa.array(offsets), words.filter(keep))
 
 
