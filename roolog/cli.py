@@ -17,11 +17,13 @@ from .convert import convert as run_convert
 from .errors import RoologError, UsageProblem
 from .explode import explode as run_explode
 from .log import EventLog
+from .outdir import reading
 from .html import render as render_html
 from .report import format_output_stats, format_raw_stats, format_summary, format_train_summary, nan_to_none
 from .sources import FORMATS, ReadOptions
 from .stats import infer_schema, stats_raw
 from .stats import stats as run_stats
+from .verify import verify as run_verify
 
 
 class Size(click.ParamType):
@@ -168,6 +170,30 @@ def explode(out, target, as_json):
         click.echo(json.dumps(summary))
     else:
         click.echo(f"roolog: wrote {summary['rows']:,} impression rows to {target}", err=True)
+
+
+@main.command()
+@click.argument("out", metavar="OUT")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as one JSON object on stdout.")
+@_fail_cleanly
+def verify(out, as_json):
+    """Check every shard of a converted OUT against its manifest (size and xxh64): exit 0 when all match,
+    1 (with one line per problem) when any is missing, replaced or corrupted.
+
+    \b
+    Example (cron, after convert):
+      roolog verify out || mail -s "roolog output damaged" team@example.com
+    """
+    with reading(out):
+        verdict = run_verify(out)
+    if as_json:
+        click.echo(json.dumps(verdict))
+    elif verdict["ok"]:
+        click.echo(f"roolog: {out}: {verdict['shards']:,} shard(s) match the manifest", err=True)
+    for problem in [] if as_json else verdict["problems"]:
+        click.echo(f"roolog: {problem}", err=True)
+    if not verdict["ok"]:
+        sys.exit(1)
 
 
 @main.command()

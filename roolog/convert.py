@@ -13,6 +13,7 @@ With engine="spark" a unit's rows are read, grouped and written by Spark tasks r
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import math
@@ -29,14 +30,15 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .encodings import choose_encodings
-from .errors import UsageProblem
+from .errors import RoologError, UsageProblem
 from .group import N_COL, Grouping, null_keys_dropped
 from .log import silent
 from .progress import bar
 from .report import LengthHistogram, add_column_bytes, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
-from .shards import (COUNT_COLUMN, MANIFEST, REPORT, OutputFolder, ShardInfo, ShardWriter, failpoint, file_xxh64,
-                     read_json, schema_to_b64, shards_doc, write_json_atomic)
+from .outdir import OutputFolder
+from .shards import (COUNT_COLUMN, FOOTER_KEY, MANIFEST, MANIFEST_FORMAT, REPORT, ShardInfo, ShardWriter, failpoint,
+                     file_xxh64, read_json, schema_to_b64, shards_doc, write_json_atomic)
 from .sources import HIVE_NULL, InputFile, ReadOptions, Source, resolve_inputs
 from .pipeline import RequestPipeline
 from .prefetch import prefetch
@@ -115,8 +117,17 @@ def initial_levels(declared: LogSchema | None, schema: pa.Schema, key, on_confli
 # ---- inputs and units ----------------------------------------------------------------------------------
 
 def fingerprint(files: list[InputFile]) -> list[dict]:
-    return [{"path": os.path.abspath(f.path), "bytes": f.size, "mtime": f.mtime, "xxh64": file_xxh64(f.path)}
-            for f in files]
+    """What the manifest records of the inputs, taken after they were read: a file whose size, mtime or
+    inode is not what it was when the run listed it changed while it was read, and fails the run."""
+    inputs = []
+    for f in files:
+        digest = file_xxh64(f.path)
+        st = os.stat(f.path)
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (f.size, f.mtime_ns, f.ino):
+            raise RoologError(f"{f.path}: the file changed while roolog read it (it was {f.size:,} bytes, now "
+                              f"{st.st_size:,}); run again once it is complete")
+        inputs.append({"path": os.path.abspath(f.path), "bytes": f.size, "mtime": f.mtime, "xxh64": digest})
+    return inputs
 
 
 def _unchanged(recorded: list[dict], files: list[InputFile]) -> bool:
@@ -127,9 +138,19 @@ def _unchanged(recorded: list[dict], files: list[InputFile]) -> bool:
                for r, f in zip(recorded, files, strict=True))
 
 
-def _up_to_date(manifest_path: str, files: list[InputFile], options: dict) -> bool:
-    manifest = read_json(manifest_path)
-    return bool(manifest) and manifest.get("options") == options and _unchanged(manifest.get("inputs", []), files)
+def _up_to_date(folder: OutputFolder, rel: str, files: list[InputFile], options: dict, log) -> bool:
+    """Whether the unit at OUT/rel was made from these inputs with these options and is still intact (every
+    shard it lists there, as written); says why when a damaged unit is redone."""
+    manifest = read_json(os.path.join(folder.out, rel, MANIFEST))
+    if not manifest or manifest.get("options") != options or not _unchanged(manifest.get("inputs", []), files):
+        return False
+    prefix = f"{rel}/" if rel else ""
+    for shard in manifest.get("shards", []):
+        problem = folder.intact(prefix + shard["file"], shard["bytes"], shard["xxh64"])
+        if problem:
+            log("redo", output=folder.out, partition=rel or None, reason=problem)
+            return False
+    return True
 
 
 def partition_name(column: str, value) -> str:
@@ -151,8 +172,9 @@ class _Unit:
     """One output unit while its rows stream in, and the shards, report and manifest it becomes."""
 
     def __init__(self, name: str | None, folder: OutputFolder, schema: pa.Schema, declared: LogSchema | None,
-                 key: tuple[str, ...], order_by: str | None, opts: ConvertOptions, n_shards: int):
-        self.name = name
+                 key: tuple[str, ...], order_by: str | None, opts: ConvertOptions, n_shards: int,
+                 partition: str | None):
+        self.name, self.partition = name, partition
         self.opts = opts
         self.dir = folder.unit_path(name or "_flat")
         os.makedirs(self.dir)
@@ -170,9 +192,10 @@ class _Unit:
         self.pipeline.finish_input()
         failpoint("spill")
         opts, pipeline = self.opts, self.pipeline
-        out_schema, output = output_layout(self.grouping)
+        out_schema, output = output_layout(self.grouping, self.partition)
         requests = (pipeline.requests(s) for s in range(pipeline.shards))
         encodings = choose_encodings(sample_requests(requests, output, out_schema), opts.compression_level)
+        value = partition_value((pipeline.requests(s) for s in range(pipeline.shards)), self.partition)
         lengths, output_bytes, shards = LengthHistogram(), dict.fromkeys(out_schema.names, 0), []
         with bar(pipeline.shards, f"writing {self.name or ''}".strip(), "shard", opts.progress) as progress:
             for s in range(pipeline.shards):
@@ -183,9 +206,11 @@ class _Unit:
                 failpoint("write")
         spill = {"bytes": pipeline.spill.bytes_written, "most_parts": pipeline.spill.most_parts}
         report = unit_report(self.name, self.schema, self.grouping, pipeline.input_bytes, spill, self.null_key_rows,
-                             files, shards, lengths, output_bytes, self.dir, time.perf_counter() - started)
+                             files, shards, lengths, output_bytes, self.dir, time.perf_counter() - started,
+                             self.partition)
         write_json_atomic(os.path.join(self.dir, REPORT), report)
-        manifest = unit_manifest(self.schema, self.grouping, self.declared, encodings, inputs, options, shards)
+        manifest = unit_manifest(self.schema, self.grouping, self.declared, encodings, inputs, options, shards,
+                                 value)
         write_json_atomic(os.path.join(self.dir, MANIFEST), manifest)
         return report
 
@@ -196,14 +221,24 @@ def shard_file(shard: int) -> str:
     return f"part-{shard:05d}.parquet"
 
 
-def output_layout(grouping: Grouping) -> tuple[pa.Schema, Callable[[pa.RecordBatch], pa.RecordBatch]]:
+RowsToShard = Callable[[pa.RecordBatch], pa.RecordBatch]
+
+
+def output_layout(grouping: Grouping, partition: str | None = None) -> tuple[pa.Schema, RowsToShard]:
     """The shards' schema under the final levels, and the function that turns run batches into shard rows
-    (the input's columns, plus the impressions per request when no column is impression-level)."""
-    names = list(grouping.schema.names)
+    (the input's columns, less the partition column that lives in the folder's name, plus the impressions
+    per request when no column is impression-level). The schema's metadata is roolog's footer record."""
+    names = [n for n in grouping.schema.names if n != partition]
     with_count = not grouping.levels.impression
     run_schema = grouping.run_schema()
+    levels = grouping.levels
+    footer = {"roolog_version": __version__, "manifest_format": MANIFEST_FORMAT, "key": list(grouping.key),
+              "order_by": grouping.order_by, "request": [c for c in levels.request if c != partition],
+              "impression": [c for c in names if c in levels.impression],
+              "count_column": COUNT_COLUMN if with_count else None, "partition_column": partition}
     out_schema = pa.schema([run_schema.field(n) for n in names]
-                           + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []))
+                           + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []),
+                           metadata={FOOTER_KEY: json.dumps(footer).encode()})
 
     def output(runs: pa.RecordBatch) -> pa.RecordBatch:
         batch = runs.select(names)
@@ -226,6 +261,22 @@ def sample_requests(shards: Iterable[Iterable[pa.RecordBatch]], output, schema: 
     return pa.Table.from_batches(batches, schema=schema)
 
 
+def partition_value(shards: Iterable[Iterable[pa.RecordBatch]], column: str | None) -> str | None:
+    """The value of a partition's column (one for all its rows), exactly, as base64 Arrow IPC: what
+    explode puts back (the folder name is only its text)."""
+    if column is None:
+        return None
+    for runs_of_shard in shards:
+        for runs in runs_of_shard:
+            if runs.num_rows:
+                one = pa.record_batch([runs.column(column).slice(0, 1)], names=[column])
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, one.schema) as writer:
+                    writer.write_batch(one)
+                return base64.b64encode(sink.getvalue().to_pybytes()).decode()
+    return None
+
+
 def write_shard(writer: ShardWriter, runs: Iterable[pa.RecordBatch], output, lengths: LengthHistogram,
                 output_bytes: dict[str, int]) -> ShardInfo:
     """One shard from its run batches (in input order); adds to the lengths and per-column bytes."""
@@ -240,13 +291,13 @@ def write_shard(writer: ShardWriter, runs: Iterable[pa.RecordBatch], output, len
 
 def unit_report(name: str | None, schema: pa.Schema, grouping: Grouping, input_bytes: dict[str, int], spill: dict,
                 null_key_rows: int, files: list[InputFile], shards: list[ShardInfo], lengths: LengthHistogram,
-                output_bytes: dict[str, int], folder: str, wall: float) -> dict:
+                output_bytes: dict[str, int], folder: str, wall: float, partition: str | None = None) -> dict:
     """A unit's _report.json: sizes before and after, per column and in total (on-disk bytes from the
-    footers of the shards in `folder`)."""
+    footers of the shards in `folder`); the partition column, which lives in the folder's name, is left out."""
     disk = on_disk_column_bytes([os.path.join(folder, s.file) for s in shards])
     rows = sum(s.impressions for s in shards)
     columns = []
-    for col in schema.names:
+    for col in (n for n in schema.names if n != partition):
         level = "key" if col in grouping.key else ("request" if col in grouping.levels.request else "impression")
         before, after = input_bytes[col], output_bytes.get(col, 0)
         columns.append({"name": col, "level": level, "logical_bytes_impression": before,
@@ -254,7 +305,8 @@ def unit_report(name: str | None, schema: pa.Schema, grouping: Grouping, input_b
                         "on_disk_bytes": disk.get(col, {}).get("compressed", 0)})
     columns.sort(key=lambda c: c["logical_bytes_impression"] - c["logical_bytes_request"], reverse=True)
     in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in shards)
-    logical_in, logical_out = sum(input_bytes.values()), sum(output_bytes.values())
+    logical_in = sum(b for c, b in input_bytes.items() if c != partition)
+    logical_out = sum(output_bytes.values())
     return {
         "roolog_version": __version__,
         "partition": name,
@@ -275,11 +327,15 @@ def unit_report(name: str | None, schema: pa.Schema, grouping: Grouping, input_b
 
 
 def unit_manifest(schema: pa.Schema, grouping: Grouping, declared: LogSchema | None, encodings: dict,
-                  inputs: list[dict], options: dict, shards: list[ShardInfo]) -> dict:
-    """A unit's _manifest.json (written last: it is what makes the unit a finished output)."""
+                  inputs: list[dict], options: dict, shards: list[ShardInfo], partition: str | None = None) -> dict:
+    """A unit's _manifest.json (written last: it is what makes the unit a finished output). `partition` is
+    the value of the partition column (partition_value): the column is in `columns`, not in the shards."""
     levels = grouping.levels
+    column = None
+    if partition is not None:
+        column = pa.ipc.open_stream(base64.b64decode(partition)).schema.names[0]
     return {
-        "format": "roolog/1",
+        "format": MANIFEST_FORMAT,
         "roolog_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inputs": inputs,
@@ -287,13 +343,15 @@ def unit_manifest(schema: pa.Schema, grouping: Grouping, declared: LogSchema | N
         "schema": {
             "key": list(grouping.key),
             "order_by": grouping.order_by,
-            "request": list(levels.request),
+            "request": [c for c in levels.request if c != column],
             "impression": [c for c in schema.names if c in levels.impression],
             "labels": list(declared.labels) if declared else [],
             "demoted": list(levels.demoted),
             "count_column": None if levels.impression else COUNT_COLUMN,
             "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
             "arrow_schema": schema_to_b64(schema),
+            "partition": None if column is None else {"column": column, "index": schema.names.index(column),
+                                                      "value": partition},
         },
         "encodings": encodings,
         "shards": shards_doc(shards),
@@ -307,8 +365,10 @@ def unit_manifest(schema: pa.Schema, grouping: Grouping, declared: LogSchema | N
 class _Run:
     """One convert call: the locked output folder, the options, and the units converted so far."""
 
-    def __init__(self, folder: OutputFolder, opts: ConvertOptions, options: dict, started: float):
+    def __init__(self, folder: OutputFolder, opts: ConvertOptions, options: dict, started: float,
+                 partition_column: str | None):
         self.folder, self.opts, self.options, self.started = folder, opts, options, started
+        self.partition_column = partition_column  # of every unit that is a partition (a named unit)
         self.reports: dict[str | None, dict] = {}
         self.skipped: list[str | None] = []
         self.inputs: list[dict] = []  # the fingerprint of the inputs read (for a partitioned OUT's manifest)
@@ -330,7 +390,7 @@ class _Run:
                     raise too_many_partitions(route_by)
                 if unit_name not in units:
                     units[unit_name] = _Unit(unit_name, self.folder, source.schema, declared, key, order_by, opts,
-                                             n_shards)
+                                             n_shards, self.partition_column if unit_name else None)
                 return units[unit_name]
 
             dropped = 0
@@ -402,19 +462,23 @@ def convert(inputs: list[str], out: str, **options) -> dict:
     if opts.engine == "spark" and importlib.util.find_spec("pyspark") is None:
         raise UsageProblem("--engine spark needs PySpark: pip install 'roolog[spark]' (and Java 17 or later)")
     started = time.perf_counter()
-    files = resolve_inputs(list(inputs), opts.read.input_format)
+    files = resolve_inputs(list(inputs), opts.read.input_format, output=out)
     schema_hash = file_xxh64(opts.schema_file) if opts.schema_file and os.path.isfile(opts.schema_file) else None
     column = _partition_column(files, opts)
     options = _output_options(opts, schema_hash) | {"partition_by": column}
     with OutputFolder(out, opts.overwrite) as folder:
         opts.log("start", output=out, inputs=len(files), partition_by=column)
-        run = _Run(folder, opts, options, started)
+        if folder.left:
+            opts.log("warning", message=f"{out} holds {len(folder.left):,} file(s) roolog did not write "
+                                        f"({folder.left[0]}, ...): left as they are")
+        run = _Run(folder, opts, options, started, column)
         if column is None:
             _convert_flat(run, files)
             report = run.reports[None] | {"skipped": bool(run.skipped)}
         else:
             _convert_partitioned(run, files, column)
             report = _partitioned_report(run, column)
+        report["left_untouched"] = folder.left
     report["wall_seconds"] = round(time.perf_counter() - started, 3)
     opts.log("summary", **{k: v for k, v in report.items() if k != "columns"})
     return report
@@ -422,13 +486,13 @@ def convert(inputs: list[str], out: str, **options) -> dict:
 
 def _convert_flat(run: _Run, files: list[InputFile]) -> None:
     folder, opts = run.folder, run.opts
-    if not opts.force and _up_to_date(os.path.join(folder.out, MANIFEST), files, run.options):
+    if not opts.force and _up_to_date(folder, "", files, run.options, opts.log):
         opts.log("skipped", output=folder.out)
         run.reports[None] = read_json(os.path.join(folder.out, REPORT))
         run.skipped.append(None)
         return
     run.convert(files, None, None)
-    folder.publish_flat(folder.unit_path("_flat"))
+    folder.publish("", folder.unit_path("_flat"))
 
 
 def _convert_partitioned(run: _Run, files: list[InputFile], column: str) -> None:
@@ -438,39 +502,43 @@ def _convert_partitioned(run: _Run, files: list[InputFile], column: str) -> None
         for f in files:
             groups.setdefault(partition_name(column, dict(f.partition)[column]), []).append(f)
         for name, group in sorted(groups.items()):
-            target = os.path.join(folder.out, name, MANIFEST)
-            if not opts.force and _up_to_date(target, group, run.options):
+            if not opts.force and _up_to_date(folder, name, group, run.options, opts.log):
                 opts.log("skipped", partition=name)
                 run.skipped.append(name)
                 continue
             for made in run.convert(group, None, name):
-                folder.publish_partition(made, folder.unit_path(made))
+                folder.unpublish_manifest()
+                folder.publish(made, folder.unit_path(made))
         run.inputs = []  # each partition's manifest records its own inputs
         return
     # a data column: every input may hold every partition; the inputs decide for all partitions at once
     top = read_json(os.path.join(folder.out, MANIFEST))
-    if not opts.force and top.get("options") == run.options and _unchanged(top.get("inputs", []), files):
+    if not opts.force and top.get("options") == run.options and _unchanged(top.get("inputs", []), files) and all(
+            _up_to_date(folder, p["name"], files, run.options, opts.log) for p in top.get("partitions", [])):
         opts.log("skipped", output=folder.out)
         run.skipped.extend(p["name"] for p in top.get("partitions", []))
         run.inputs = top["inputs"]
         return
     made = run.convert(files, column, None)
+    folder.unpublish_manifest()
     for name in made:
-        folder.publish_partition(name, folder.unit_path(name))
-    for name in _partitions_in(folder.out):
+        folder.publish(name, folder.unit_path(name))
+    for name in _partitions_in(folder):
         if name not in made:
             folder.remove_partition(name)  # from inputs that no longer hold it
 
 
-def _partitions_in(out: str) -> list[str]:
-    return sorted(n for n in os.listdir(out) if "=" in n and os.path.exists(os.path.join(out, n, MANIFEST)))
+def _partitions_in(folder: OutputFolder) -> list[str]:
+    """The partitions roolog has published in OUT: its own folders that hold its own manifest."""
+    return sorted(rel for rel, entry in folder.ledger.entries.items()
+                  if entry == "dir" and "/" not in rel and folder.ledger.owns(f"{rel}/{MANIFEST}"))
 
 
 def _partitioned_report(run: _Run, column: str) -> dict:
     """The top-level manifest and report of a partitioned OUT: its partitions and their totals."""
     out = run.folder.out
     partitions, seen = [], []
-    for name in _partitions_in(out):
+    for name in _partitions_in(run.folder):
         manifest = read_json(os.path.join(out, name, MANIFEST))
         totals = manifest["totals"]
         partitions.append({"name": name, "requests": totals["requests"], "impressions": totals["impressions"],
@@ -491,11 +559,12 @@ def _partitioned_report(run: _Run, column: str) -> dict:
               "totals": totals | {"partitions": len(partitions)}, "cross_partition_requests": crossing,
               "null_key_rows_dropped": run.null_key_rows,
               "converted": sorted(n for n in run.reports if n), "skipped": sorted(run.skipped)}
-    manifest = {"format": "roolog/1", "roolog_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "options": run.options, "inputs": run.inputs, "partition_by": column, "partitions": partitions,
-                "totals": report["totals"], "cross_partition_requests": crossing}
-    write_json_atomic(os.path.join(out, REPORT), report)
-    write_json_atomic(os.path.join(out, MANIFEST), manifest)
+    manifest = {"format": MANIFEST_FORMAT, "roolog_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": run.options, "inputs": run.inputs,
+                "partition_by": column, "partitions": partitions, "totals": report["totals"],
+                "cross_partition_requests": crossing}
+    run.folder.write_top(REPORT, report)
+    run.folder.write_top(MANIFEST, manifest)
     return report
 
 

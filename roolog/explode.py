@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 
@@ -10,8 +11,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import RoologError, UsageProblem
-from .shards import read_manifest, schema_from_b64, unit_folders
+from .outdir import reading
+from .shards import schema_from_b64
 from .values import repeat_indices, take
+from .verify import open_shard, units
+from .widen import unify
 
 
 def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[str],
@@ -28,27 +32,40 @@ def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[st
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _unit_batches(out: str, manifest: dict) -> Iterator[pa.RecordBatch]:
+def _partition_value(spec: dict) -> pa.Array:
+    """The one value of a partition's column, as convert recorded it (exactly, with its type)."""
+    reader = pa.ipc.open_stream(base64.b64decode(spec["partition"]["value"]))
+    return reader.read_next_batch().column(0)
+
+
+def _unit_batches(folder: str, manifest: dict) -> Iterator[pa.RecordBatch]:
+    """A unit's impression rows, shard by shard, each shard checked against the manifest first."""
     spec = manifest["schema"]
     schema = schema_from_b64(spec["arrow_schema"])
+    partition = spec.get("partition")
+    stored = schema.remove(partition["index"]) if partition else schema  # the column lives in the folder's name
+    value = _partition_value(spec) if partition else None
     for shard in manifest["shards"]:
-        path = os.path.join(out, shard["file"])
-        if not os.path.exists(path):
-            raise RoologError(f"{path}: shard listed in the manifest is missing")
-        for batch in pq.ParquetFile(path).iter_batches():
-            yield impression_rows(batch, schema, set(spec["impression"]), spec.get("count_column"))
+        for batch in pq.ParquetFile(pa.BufferReader(open_shard(folder, shard))).iter_batches():
+            rows = impression_rows(batch, stored, set(spec["impression"]), spec.get("count_column"))
+            if partition:
+                column = take(value, pa.array([0] * rows.num_rows, pa.int64()))
+                rows = pa.RecordBatch.from_arrays(
+                    rows.columns[:partition["index"]] + [column] + rows.columns[partition["index"]:], schema=schema)
+            yield rows
 
 
 def impression_batches(out: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The original impression schema and a stream of impression-level batches: partition by partition,
-    shard by shard."""
-    units = [(folder, read_manifest(folder)) for folder in unit_folders(out)]
-    if not units:
+    shard by shard. Partitions whose column types differ are widened losslessly to one schema."""
+    found = units(out)
+    if not found:
         raise RoologError(f"{out}: the output has no partitions")
-    schema = schema_from_b64(units[0][1]["schema"]["arrow_schema"])
+    schemas = [(folder, schema_from_b64(m["schema"]["arrow_schema"])) for folder, m in found]
+    schema = unify(schemas, "explode the partitions one at a time (roolog explode OUT/col=value)")
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for folder, manifest in units:
+        for folder, manifest in found:
             for batch in _unit_batches(folder, manifest):
                 yield batch if batch.schema.equals(schema) else batch.cast(schema)
 
@@ -57,17 +74,21 @@ def impression_batches(out: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
 
 def explode(out: str, target: str, compression_level: int = 3) -> dict:
     """Write the impression rows of converted output `out` to one Parquet file `target`."""
-    schema, batches = impression_batches(out)
+    real_out, real_target = os.path.realpath(out), os.path.realpath(target)
+    if real_target == real_out or real_target.startswith(real_out.rstrip(os.sep) + os.sep):
+        raise UsageProblem(f"{target} is inside the output {out}; write the impressions somewhere else")
     folder = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(folder):
         raise UsageProblem(f"folder {folder} does not exist")
     tmp = f"{target}.tmp-{os.getpid()}"
     rows = 0
     try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=compression_level) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-                rows += batch.num_rows
+        with reading(out):
+            schema, batches = impression_batches(out)
+            with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=compression_level) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

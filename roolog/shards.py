@@ -1,20 +1,15 @@
-"""Request batches -> Parquet/zstd shards, the output folder's lock, and the manifest written last.
+"""Request batches -> Parquet/zstd shards, and the JSON files (manifest, report) written beside them.
 
-Nothing in OUT looks finished before it is: shards are written in OUT's temp folder and moved in at the
-end, and `_manifest.json` (atomically renamed into place) is what makes OUT a finished output.
+Shards are written in OUT's temp folder and moved in at the end (roolog.outdir); `_manifest.json`
+(atomically renamed into place, last) is what makes OUT a finished output.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
-import fnmatch
-import glob
 import json
 import os
-import shutil
 import signal
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -23,11 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from .errors import OutputLocked, RoologError, UsageProblem
 from .values import row_bytes
 
-MANIFEST, REPORT, LOCK = "_manifest.json", "_report.json", ".roolog.lock"
-TMP_PREFIX = ".roolog-tmp"
+MANIFEST, REPORT = "_manifest.json", "_report.json"
+MANIFEST_FORMAT = "roolog/2"  # 2: hive partition columns live in the path only; footers carry FOOTER_KEY
+FOOTER_KEY = b"roolog"  # the shards' Arrow schema metadata: key, order, request and impression columns
 COUNT_COLUMN = "__roolog_impressions"  # only when no column is impression-level: the rows per request
 
 
@@ -140,137 +135,6 @@ def read_json(path: str) -> dict:
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
-
-
-def read_manifest(out: str) -> dict:
-    path = os.path.join(out, MANIFEST)
-    if not os.path.isdir(out):
-        raise UsageProblem(f"{out} is not a folder")
-    if not os.path.exists(path):
-        raise RoologError(f"{out} is not a finished roolog output (no {MANIFEST}); run roolog convert again")
-    try:
-        with open(path) as fh:
-            manifest = json.load(fh)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RoologError(f"{path}: unreadable manifest ({err})") from None
-    schema = manifest.get("schema") if isinstance(manifest, dict) else None
-    if not isinstance(schema, dict) or not isinstance(manifest.get("shards"), list) or any(
-            field not in schema for field in ("key", "request", "impression", "arrow_schema")):
-        raise RoologError(f"{path}: not a roolog manifest (missing schema or shards)")
-    return manifest
-
-
-def unit_folders(out: str) -> list[str]:
-    """The folders that hold shards: OUT itself, or each partition OUT/col=value/ of a partitioned OUT."""
-    top = read_json(os.path.join(out, MANIFEST))
-    if "partitions" in top:
-        return [os.path.join(out, p["name"]) for p in top["partitions"]]
-    return [out]
-
-
-class OutputFolder:
-    """OUT while a run writes it: locked, with a temp folder for spill and for outputs not yet published.
-
-    A unit (all of OUT, or one partition `col=value/`) is built in the temp folder, manifest included,
-    and published at the end: a partition folder by rename, the shards of an unpartitioned OUT by moving
-    them in after removing the old manifest, the new manifest last.
-    """
-
-    def __init__(self, out: str, overwrite: bool):
-        self.out = out
-        self.overwrite = overwrite
-        self.tmp = os.path.join(out, f"{TMP_PREFIX}-{os.getpid()}")
-        self._lock_fh = None
-        self._created = False
-
-    def __enter__(self) -> OutputFolder:
-        if os.path.exists(self.out) and not os.path.isdir(self.out):
-            raise UsageProblem(f"output {self.out} exists and is not a folder")
-        self._created = not os.path.exists(self.out)
-        os.makedirs(self.out, exist_ok=True)
-        self._lock()
-        try:
-            for stale in glob.glob(os.path.join(self.out, TMP_PREFIX + "-*")):
-                shutil.rmtree(stale, ignore_errors=True)  # a dead run's leftovers; we hold the lock
-            foreign = [n for n in sorted(os.listdir(self.out)) if not self._is_ours(n)]
-            if foreign and not self.overwrite:
-                raise UsageProblem(f"output folder {self.out} holds files roolog did not write ({foreign[0]}); "
-                                   "pass --overwrite to write there anyway (those files are kept)")
-            os.makedirs(self.tmp)
-        except BaseException:
-            self._unlock()
-            raise
-        return self
-
-    def _is_ours(self, name: str) -> bool:
-        if name in (MANIFEST, REPORT, LOCK) or name.startswith(TMP_PREFIX):
-            return True
-        if fnmatch.fnmatch(name, "part-*.parquet"):
-            return True
-        return "=" in name and os.path.isdir(os.path.join(self.out, name))  # a partition col=value/
-
-    def _lock(self) -> None:
-        fh = open(os.path.join(self.out, LOCK), "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise OutputLocked(f"{self.out} is locked by a running convert ({holder}); try again later") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-        fh.flush()
-        self._lock_fh = fh
-
-    def _unlock(self) -> None:
-        if self._lock_fh is not None:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-            self._lock_fh.close()
-            self._lock_fh = None
-
-    def unit_path(self, name: str) -> str:
-        """Where a unit is built before it is published."""
-        return os.path.join(self.tmp, "units", name)
-
-    def publish_flat(self, unit: str) -> None:
-        """Move a finished unit's shards into OUT itself, old manifest out first, new manifest last."""
-        for name in (MANIFEST, REPORT):
-            if os.path.exists(os.path.join(self.out, name)):
-                os.remove(os.path.join(self.out, name))
-        for old in glob.glob(os.path.join(self.out, "part-*.parquet")):
-            os.remove(old)
-        failpoint("publish")
-        for name in sorted(os.listdir(unit)):
-            if name != MANIFEST:
-                os.replace(os.path.join(unit, name), os.path.join(self.out, name))
-        os.replace(os.path.join(unit, MANIFEST), os.path.join(self.out, MANIFEST))
-
-    def publish_partition(self, name: str, unit: str) -> None:
-        """Put a finished partition folder in place of the old one (two renames; never a partial folder).
-        The top-level manifest goes first: until it is written again, OUT as a whole is not finished."""
-        top = os.path.join(self.out, MANIFEST)
-        if os.path.exists(top):
-            os.remove(top)
-        target = os.path.join(self.out, name)
-        if os.path.exists(target):
-            os.replace(target, os.path.join(self.tmp, "replaced"))
-            failpoint("publish")
-        os.replace(unit, target)
-        shutil.rmtree(os.path.join(self.tmp, "replaced"), ignore_errors=True)
-
-    def remove_partition(self, name: str) -> None:
-        if os.path.exists(os.path.join(self.out, MANIFEST)):
-            os.remove(os.path.join(self.out, MANIFEST))
-        os.replace(os.path.join(self.out, name), os.path.join(self.tmp, "removed"))
-        shutil.rmtree(os.path.join(self.tmp, "removed"), ignore_errors=True)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self._unlock()
-        if exc_type is not None and self._created:
-            shutil.rmtree(self.out, ignore_errors=True)  # a failed first run leaves no folder behind
 
 
 def failpoint(name: str) -> None:

@@ -50,6 +50,8 @@ class InputFile:
     partition: tuple[tuple[str, str | None], ...] = ()  # hive key=value pairs above the file
     size: int = 0
     mtime: float = 0.0
+    mtime_ns: int = 0  # with `ino`: what tells, after reading, whether the file changed meanwhile
+    ino: int = 0
 
 
 @dataclass
@@ -79,27 +81,51 @@ def _hive_pairs(root: str, path: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(pairs)
 
 
-def _walk(folder: str) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) or "=" in d)
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _walk(folder: str, skip: str | None) -> list[str]:
+    """The files under `folder`, sorted; symlinked folders followed (each real folder once: a loop or a
+    second link to a folder already read is refused); the real folder `skip` (the output) left out."""
+    found: list[str] = []
+    seen: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            raise UsageProblem(f"{dirpath} is the folder {seen[real]} again (a symlink loop or a second link); "
+                               "name each input once")
+        seen[real] = dirpath
+        dirnames[:] = sorted(d for d in dirnames if (not d.startswith((".", "_")) or "=" in d)
+                             and os.path.realpath(os.path.join(dirpath, d)) != skip)
         found += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith((".", "_"))]
     return found
 
 
-def resolve_inputs(specs: list[str], input_format: str = "auto") -> list[InputFile]:
-    """Expand files, folders and globs, in the order given (folders and globs sorted)."""
+def resolve_inputs(specs: list[str], input_format: str = "auto", output: str | None = None) -> list[InputFile]:
+    """Expand files, folders and globs, in the order given (folders and globs sorted).
+
+    Each file is read once: the same file named twice (another spelling, a symlink, a hard link) is an
+    error. With `output` (convert's OUT), an input that is OUT or lies inside it is refused, and OUT inside
+    an input folder (or matched by a glob) is kept out of the inputs, so a rerun never reads its own output.
+    """
     if input_format not in ("auto", *FORMATS):
         raise UsageProblem(f"unknown input format {input_format!r}; use auto or one of {', '.join(FORMATS)}")
+    out = os.path.realpath(output) if output else None
     files: list[InputFile] = []
+    seen: dict[tuple[int, int], str] = {}
     for spec in specs:
+        if out and os.path.exists(spec) and _within(os.path.realpath(spec), out):
+            raise UsageProblem(f"input {spec} is {'the' if os.path.realpath(spec) == out else 'inside the'} output "
+                               f"folder {output}; convert into another folder")
         if os.path.isdir(spec):
-            candidates = [(p, spec) for p in _walk(spec)]
+            candidates = [(p, spec) for p in _walk(spec, out)]
             from_folder = True
         elif os.path.isfile(spec):
             candidates, from_folder = [(spec, None)], False
         elif glob.has_magic(spec):
-            candidates = [(p, None) for p in sorted(glob.glob(spec, recursive=True)) if os.path.isfile(p)]
+            candidates = [(p, None) for p in sorted(glob.glob(spec, recursive=True)) if os.path.isfile(p)
+                          and not (out and _within(os.path.realpath(p), out))]
             from_folder = True
             if not candidates:
                 raise UsageProblem(f"no input files match {spec!r}")
@@ -114,8 +140,12 @@ def resolve_inputs(specs: list[str], input_format: str = "auto") -> list[InputFi
                     continue  # a README or checksum file next to the data
                 raise UsageProblem(f"{path}: cannot tell the format from the name; pass --input-format")
             st = os.stat(path)
+            if (st.st_dev, st.st_ino) in seen:
+                raise UsageProblem(f"{path} and {seen[st.st_dev, st.st_ino]} are the same file; name each input once")
+            seen[st.st_dev, st.st_ino] = path
             partition = _hive_pairs(root, path) if root else ()
-            files.append(InputFile(path, fmt, compression, partition, st.st_size, st.st_mtime))
+            files.append(InputFile(path, fmt, compression, partition, st.st_size, st.st_mtime, st.st_mtime_ns,
+                                   st.st_ino))
     if not files:
         raise UsageProblem(f"no input files found in {' '.join(specs)}")
     return files

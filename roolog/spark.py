@@ -45,9 +45,9 @@ import numpy as np
 import pyarrow as pa
 
 from . import errors
-from .convert import (MAX_PARTITIONS, fingerprint, initial_levels, output_layout, read_scratch, route_rows,
-                      sample_requests, shard_file, too_many_partitions, unit_manifest, unit_report, unit_settings,
-                      write_shard)
+from .convert import (MAX_PARTITIONS, fingerprint, initial_levels, output_layout, partition_value, read_scratch,
+                      route_rows, sample_requests, shard_file, too_many_partitions, unit_manifest, unit_report,
+                      unit_settings, write_shard)
 from .encodings import choose_encodings
 from .errors import RoologError
 from .group import SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
@@ -395,6 +395,8 @@ class _UnitWrite:
     grouping: Grouping
     encodings: dict
     folder: str
+    partition: str | None  # the partition column (it lives in the folder's name, not in the shards)
+    partition_value: str | None
 
 
 def _requests(path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
@@ -410,7 +412,7 @@ def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int,
                 failpoint: str | None, task: tuple[str, int]) -> dict:
     unit, shard = task
     u = units[unit]
-    schema, output = output_layout(u.grouping)
+    schema, output = output_layout(u.grouping, u.partition)
     final = os.path.join(u.folder, shard_file(shard))
     attempt = _attempt_path(work, final)
     lengths, output_bytes = LengthHistogram(), dict.fromkeys(schema.names, 0)
@@ -524,12 +526,15 @@ def _plan_unit(run: _Run, plan: _Plan, unit: str, moved: list[tuple[str, list[in
         if col in levels.request:
             levels.demote(col)
     grouping = Grouping(schema, plan.key, plan.order_by, levels)
-    out_schema, output = output_layout(grouping)
+    partition = run.partition_column if unit else None
+    out_schema, output = output_layout(grouping, partition)
     requests = (_requests(_runs_path(plan.work, unit, s), grouping) for s in range(plan.n_shards))
     encodings = choose_encodings(sample_requests(requests, output, out_schema), run.opts.compression_level)
+    value = partition_value((_requests(_runs_path(plan.work, unit, s), grouping) for s in range(plan.n_shards)),
+                            partition)
     folder = run.folder.unit_path(unit or "_flat")
     os.makedirs(folder)
-    return _UnitWrite(grouping, encodings, folder)
+    return _UnitWrite(grouping, encodings, folder, partition, value)
 
 
 def _finish_unit(run: _Run, unit: str, write: _UnitWrite, declared: LogSchema | None, files: list[InputFile],
@@ -546,10 +551,11 @@ def _finish_unit(run: _Run, unit: str, write: _UnitWrite, declared: LogSchema | 
              "most_parts": max([r["spill"]["most_parts"] for r in grouped] or [1])}
     shards: list[ShardInfo] = [w["info"] for w in written]
     report = unit_report(unit or None, grouping.schema, grouping, input_bytes, spill, null_key_rows, files, shards,
-                         lengths, output_bytes, write.folder, time.perf_counter() - run.started)
+                         lengths, output_bytes, write.folder, time.perf_counter() - run.started, write.partition)
     report["engine"] = {"name": "spark", "master": master}
     write_json_atomic(os.path.join(write.folder, REPORT), report)
-    manifest = unit_manifest(grouping.schema, grouping, declared, write.encodings, run.inputs, run.options, shards)
+    manifest = unit_manifest(grouping.schema, grouping, declared, write.encodings, run.inputs, run.options, shards,
+                             write.partition_value)
     write_json_atomic(os.path.join(write.folder, MANIFEST), manifest)
     return report
 

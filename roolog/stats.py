@@ -27,7 +27,9 @@ from .pipeline import RequestPipeline
 from .progress import bar
 from .report import LengthHistogram, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_key_and_order
-from .shards import MANIFEST, read_json, read_manifest, unit_folders
+from .outdir import LEDGER, reading
+from .shards import MANIFEST, REPORT, read_json
+from .verify import check_shards
 from .sources import ReadOptions, Source, resolve_inputs
 from .values import adjacent_differs
 
@@ -190,11 +192,16 @@ def _raw_report(files, schema, key, pipeline, per_column, lengths, requests, row
 
 
 def stats_output(out: str) -> dict:
-    """Statistics of a converted OUT from its manifests and Parquet footers (no data is scanned)."""
+    """Statistics of a converted OUT from its manifests and Parquet footers, every shard checked first
+    against its manifest (size and xxh64)."""
+    with reading(out):
+        return _output_stats(out, check_shards(out))
+
+
+def _output_stats(out: str, found: list[tuple[str, dict]]) -> dict:
     units = []
-    for folder in unit_folders(out):
-        manifest = read_manifest(folder)
-        report = read_json(os.path.join(folder, "_report.json"))
+    for folder, manifest in found:
+        report = read_json(os.path.join(folder, REPORT))
         paths = [os.path.join(folder, s["file"]) for s in manifest["shards"]]
         disk = on_disk_column_bytes(paths)
         spec = manifest["schema"]
@@ -218,9 +225,10 @@ def stats_output(out: str) -> dict:
 
 
 def stats(paths: list[str], key: tuple[str, ...] = (), **options) -> dict:
-    """A converted output (one folder with a manifest) or raw logs (anything else)."""
-    if len(paths) == 1 and os.path.isfile(os.path.join(paths[0], MANIFEST)):
-        return stats_output(paths[0])
+    """A converted output (one folder roolog wrote) or raw logs (anything else)."""
+    if len(paths) == 1 and (os.path.isfile(os.path.join(paths[0], MANIFEST))
+                            or os.path.isfile(os.path.join(paths[0], LEDGER))):
+        return stats_output(paths[0])  # an unfinished output is an error there, never read as raw logs
     return stats_raw(paths, key, **options)
 
 

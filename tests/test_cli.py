@@ -40,7 +40,8 @@ def test_convert_json_and_manifest(tmp_path):
         assert shard["xxh64"] == xxhash.xxh64(path.read_bytes()).hexdigest()
         assert shard["requests"] == pq.ParquetFile(path).metadata.num_rows
     assert json.loads((out / "_report.json").read_text())["totals"] == report["totals"]
-    assert sorted(os.listdir(out)) == [".roolog.lock", "_manifest.json", "_report.json",
+    assert sorted(os.listdir(out)) == [".roolog.json", ".roolog.lock", ".roolog.readers.lock", "_manifest.json",
+                                       "_report.json",
                                        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
 
 

@@ -22,7 +22,7 @@ import pyspark  # noqa: E402,F401
 
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")
 SAMPLE_KEY = dict(key=("request_id",), order_by="position")
-FINISHED = {".roolog.lock", "_manifest.json", "_report.json"}
+FINISHED = {".roolog.json", ".roolog.lock", ".roolog.readers.lock", "_manifest.json", "_report.json"}
 CONFLICTING_SCHEMA = """key = ["request_id"]
 order_by = "position"
 request = ["user_id", "country", "device", "request_time", "user_history_item_ids", "price"]

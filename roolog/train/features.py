@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from ..errors import RoologError, UsageProblem
-from ..shards import read_manifest, unit_folders
+from ..verify import check_shards
 from ..values import key_hashes, xxh64_u64
 
 TEXT_SEQUENCE_MIN_TOKENS = 4.0  # a string column averaging this many space-separated tokens is a sequence
@@ -63,14 +63,10 @@ def shard_files(out: str) -> tuple[dict, list[str]]:
     """The first unit's manifest and every shard path of the output (all partitions)."""
     if not os.path.isdir(out):
         raise UsageProblem(f"{out}: no such folder (give the OUT folder of `roolog convert`)")
-    folders = unit_folders(out)
-    if not folders:
+    manifests = check_shards(out)  # every shard's size and xxh64 against its manifest, before training
+    if not manifests:
         raise RoologError(f"{out}: the output has no partitions")
-    manifests = [(folder, read_manifest(folder)) for folder in folders]
     paths = [os.path.join(folder, s["file"]) for folder, m in manifests for s in m["shards"]]
-    for path in paths:
-        if not os.path.exists(path):
-            raise RoologError(f"{path}: shard listed in the manifest is missing")
     return manifests[0][1], paths
 
 

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import RoologError, UsageProblem
+from ..outdir import reading
 from ..progress import bar
 from ..report import nan_to_none
 from .data import JaggedBatch, RequestDataset
@@ -159,7 +160,13 @@ def loss_fell(losses: list[float]) -> bool:
 
 
 def train(out: str, cfg: TrainConfig) -> dict:
-    """Train on `out` (a `roolog convert` output); returns the summary that the CLI prints."""
+    """Train on `out` (a `roolog convert` output); returns the summary that the CLI prints. The output's
+    readers' lock is held throughout, so a convert publishing into `out` waits until training ends."""
+    with reading(out):
+        return _train(out, cfg)
+
+
+def _train(out: str, cfg: TrainConfig) -> dict:
     if cfg.layout not in ("request", "impression"):
         raise UsageProblem(f"--layout must be request or impression, not {cfg.layout!r}")
     if cfg.embedding_dim % cfg.attention_heads:

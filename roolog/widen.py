@@ -1,0 +1,76 @@
+"""Which Arrow types two sources of one column may be unified to without losing a value.
+
+Widening keeps every value exactly: a narrower integer to a wider one of the same signedness (or an
+unsigned one to a wider signed one), float32 to float64, a timestamp or duration to a finer unit (same time
+zone), string to large_string, binary to large_binary, null to anything, and the same within lists and
+structs. Never decimal to float, never an integer to float, never a wider type to a narrower one.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from .errors import RoologError
+
+_UNIT_RANK = {"s": 0, "ms": 1, "us": 2, "ns": 3}
+
+
+def _int_bits(t: pa.DataType) -> tuple[bool, int] | None:
+    return (pa.types.is_signed_integer(t), t.bit_width) if pa.types.is_integer(t) else None
+
+
+def widened(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The narrowest type holding every value of `a` and of `b` exactly, or None when there is none."""
+    if a.equals(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    ia, ib = _int_bits(a), _int_bits(b)
+    if ia and ib:
+        (sa, wa), (sb, wb) = ia, ib
+        if sa == sb:
+            return a if wa >= wb else b
+        signed, unsigned = (a, b) if sa else (b, a)
+        return signed if signed.bit_width > unsigned.bit_width else None
+    if pa.types.is_floating(a) and pa.types.is_floating(b):
+        return a if a.bit_width >= b.bit_width else b
+    for same_kind in (pa.types.is_timestamp, pa.types.is_duration):
+        if same_kind(a) and same_kind(b):
+            if getattr(a, "tz", None) != getattr(b, "tz", None):
+                return None
+            return a if _UNIT_RANK[a.unit] >= _UNIT_RANK[b.unit] else b
+    for small, large in ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary())):
+        if {str(a), str(b)} == {str(small), str(large)}:
+            return large
+    for is_list, make in ((pa.types.is_list, pa.list_), (pa.types.is_large_list, pa.large_list)):
+        if is_list(a) and is_list(b):
+            inner = widened(a.value_type, b.value_type)
+            return None if inner is None else make(pa.field(a.value_field.name, inner))
+    if pa.types.is_struct(a) and pa.types.is_struct(b) and [f.name for f in a] == [f.name for f in b]:
+        fields = [widened(fa.type, fb.type) for fa, fb in zip(a, b, strict=True)]
+        return None if None in fields else pa.struct([pa.field(f.name, t) for f, t in zip(a, fields, strict=True)])
+    return None
+
+
+def unify(schemas: list[tuple[str, pa.Schema]], fix: str) -> pa.Schema:
+    """One schema for several (where, schema) sources with the same columns, widened losslessly; else a
+    one-line error naming both places, both types and `fix` (what the user can do)."""
+    (first_where, first), *rest = schemas
+    fields = {f.name: (f, first_where) for f in first}
+    for where, schema in rest:
+        if set(schema.names) != set(first.names):
+            extra = sorted(set(schema.names) - set(first.names))
+            missing = sorted(set(first.names) - set(schema.names))
+            what = "; ".join(x for x in (f"extra columns {extra}" if extra else "",
+                                         f"missing columns {missing}" if missing else "") if x)
+            raise RoologError(f"{where}: columns differ from {first_where}: {what}")
+        for f in schema:
+            kept, kept_where = fields[f.name]
+            t = widened(kept.type, f.type)
+            if t is None:
+                raise RoologError(f"column {f.name!r} is {kept.type} in {kept_where} but {f.type} in {where}: no type "
+                                  f"holds both losslessly; {fix}")
+            fields[f.name] = (kept.with_type(t), kept_where)
+    return pa.schema([fields[n][0] for n in first.names], metadata=first.metadata)
