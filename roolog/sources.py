@@ -23,6 +23,7 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from .errors import RoologError, UsageProblem
+from .widen import unify
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 _SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
@@ -290,19 +291,9 @@ def _partition_fields(files: list[InputFile]) -> list[pa.Field]:
 
 
 def _unify(files: list[InputFile], schemas: list[pa.Schema]) -> pa.Schema:
-    first = schemas[0]
-    for f, s in zip(files[1:], schemas[1:], strict=True):
-        if set(s.names) != set(first.names):
-            extra = sorted(set(s.names) - set(first.names))
-            missing = sorted(set(first.names) - set(s.names))
-            what = "; ".join(x for x in (f"extra columns {extra}" if extra else "",
-                                         f"missing columns {missing}" if missing else "") if x)
-            raise RoologError(f"{f.path}: columns differ from {files[0].path}: {what}")
-    try:
-        return pa.unify_schemas([pa.schema([s.field(n) for n in first.names]) for s in schemas],
-                                promote_options="permissive")
-    except (pa.ArrowException, TypeError) as err:
-        raise RoologError(f"inputs have incompatible column types: {err}") from None
+    """One schema for all files: a column's types are widened only where every value survives (widen.py)."""
+    return unify([(f.path, s) for f, s in zip(files, schemas, strict=True)],
+                 "make the files agree on the column's type, or convert them separately")
 
 
 class Source:

@@ -1,9 +1,10 @@
 """Which Arrow types two sources of one column may be unified to without losing a value.
 
 Widening keeps every value exactly: a narrower integer to a wider one of the same signedness (or an
-unsigned one to a wider signed one), float32 to float64, a timestamp or duration to a finer unit (same time
-zone), string to large_string, binary to large_binary, null to anything, and the same within lists and
-structs. Never decimal to float, never an integer to float, never a wider type to a narrower one.
+unsigned one to a wider signed one), float32 to float64, decimals to one with room for both, a timestamp
+or duration to a finer unit (same time zone), string to large_string, binary to large_binary,
+dictionary-encoded to plain values, null to anything, and the same within lists and structs. Never decimal
+to float, never an integer to float, never a wider type to a narrower one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ def widened(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         return b
     if pa.types.is_null(b):
         return a
+    if pa.types.is_dictionary(a) or pa.types.is_dictionary(b):
+        return _widened_dictionary(a, b)
+    if pa.types.is_decimal(a) and pa.types.is_decimal(b):
+        scale = max(a.scale, b.scale)
+        precision = max(a.precision - a.scale, b.precision - b.scale) + scale
+        if precision <= 38:
+            return pa.decimal128(precision, scale)
+        return pa.decimal256(precision, scale) if precision <= 76 else None
     ia, ib = _int_bits(a), _int_bits(b)
     if ia and ib:
         (sa, wa), (sb, wb) = ia, ib
@@ -52,6 +61,17 @@ def widened(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         fields = [widened(fa.type, fb.type) for fa, fb in zip(a, b, strict=True)]
         return None if None in fields else pa.struct([pa.field(f.name, t) for f, t in zip(a, fields, strict=True)])
     return None
+
+
+def _widened_dictionary(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """Dictionary-encoded beside plain or otherwise encoded values: decoding loses nothing."""
+    va = a.value_type if pa.types.is_dictionary(a) else a
+    vb = b.value_type if pa.types.is_dictionary(b) else b
+    value = widened(va, vb)
+    if value is None or not (pa.types.is_dictionary(a) and pa.types.is_dictionary(b)):
+        return value
+    index = widened(a.index_type, b.index_type)
+    return pa.dictionary(index, value) if index is not None else value
 
 
 def unify(schemas: list[tuple[str, pa.Schema]], fix: str) -> pa.Schema:

@@ -119,3 +119,37 @@ def test_batches_are_bounded(tmp_path):
     with open_source([str(tmp_path / "big.parquet")], ReadOptions(batch_bytes=256 << 10)) as source:
         sizes = [sb.batch.nbytes for sb in source.batches()]
     assert len(sizes) > 10 and max(sizes) < 2 * (256 << 10)
+
+
+@pytest.mark.parametrize("a, b", [(pa.decimal128(20, 2), pa.float64()), (pa.int64(), pa.float64()),
+                                  (pa.uint64(), pa.int64()), (pa.string(), pa.int64())])
+def test_files_whose_types_no_type_holds_losslessly_are_one_line(tmp_path, a, b):
+    from decimal import Decimal
+
+    from conftest import run_cli
+
+    value = {pa.decimal128(20, 2): Decimal("12345678901234567.89"), pa.int64(): 2**60 + 1, pa.uint64(): 2**63 + 1,
+             pa.string(): "x"}
+    pq.write_table(pa.table({"rid": [1], "v": pa.array([value[a]], a)}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"rid": [2], "v": pa.array([1.5 if b == pa.float64() else 7], b)}), tmp_path / "b.parquet")
+    proc = run_cli("convert", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), "-o", str(tmp_path / "out"),
+                   "--key", "rid", "-q")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert all(s in proc.stderr for s in ("'v'", "a.parquet", "b.parquet", str(a), str(b))), proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_lossless_widening_keeps_every_value(tmp_path):
+    from decimal import Decimal
+
+    pq.write_table(pa.table({"rid": [1], "d": pa.array([Decimal("12345678.12")], pa.decimal128(10, 2)),
+                             "t": pa.array([1_700_000_000_123], pa.timestamp("ms")),
+                             "s": pa.array(["a"], pa.dictionary(pa.int8(), pa.string()))}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"rid": [2], "d": pa.array([Decimal("1.1234")], pa.decimal128(6, 4)),
+                             "t": pa.array([1_700_000_000_123_456_789], pa.timestamp("ns")),
+                             "s": pa.array(["b"], pa.string())}), tmp_path / "b.parquet")
+    t = read_back(tmp_path / "a.parquet", tmp_path / "b.parquet")
+    assert t.schema.field("d").type == pa.decimal128(12, 4) and t.schema.field("t").type == pa.timestamp("ns")
+    assert t.column("d").to_pylist() == [Decimal("12345678.1200"), Decimal("1.1234")]
+    assert t.column("t").cast(pa.int64()).to_pylist() == [1_700_000_000_123_000_000, 1_700_000_000_123_456_789]
+    assert t.column("s").to_pylist() == ["a", "b"]
