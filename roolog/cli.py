@@ -20,6 +20,7 @@ from .log import EventLog
 from .outdir import reading
 from .html import render as render_html
 from .report import format_output_stats, format_raw_stats, format_summary, format_train_summary, nan_to_none
+from .arrow_types import TYPE_EXAMPLES, parse_type
 from .sources import FORMATS, ReadOptions
 from .stats import infer_schema, stats_raw
 from .stats import stats as run_stats
@@ -68,8 +69,26 @@ def _fail_cleanly(fn):
     return wrapper
 
 
+class ColumnType(click.ParamType):
+    """COL=TYPE: a column and an Arrow type name (the column name may itself hold '=')."""
+
+    name = "col=type"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        for i, ch in enumerate(value):
+            if ch == "=" and i:
+                try:
+                    parse_type(value[i + 1:])
+                except UsageProblem:
+                    continue
+                return value[:i], value[i + 1:].strip()
+        self.fail(f"{value!r} is not COL=TYPE with an Arrow type such as {TYPE_EXAMPLES}", param, ctx)
+
+
 def reading_options(fn):
-    """The options every command that reads raw logs shares."""
+    """The options every command that reads raw logs shares; the command gets them as one `read`."""
     options = [
         click.option("--key", "key", multiple=True, metavar="COL",
                      help="Request key column; repeat for a composite key."),
@@ -79,10 +98,23 @@ def reading_options(fn):
         click.option("--delimiter", metavar="C", help="CSV/TSV field separator (default , or tab)."),
         click.option("--null-value", "null_values", multiple=True, metavar="S",
                      help="A CSV/TSV string read as null; repeatable."),
+        click.option("--column-type", "column_types", multiple=True, type=ColumnType(), metavar="COL=TYPE",
+                     help="Read a CSV/TSV/JSONL column as this Arrow type (string, int64, decimal128(20, 2), "
+                          "timestamp[ms], ...) instead of inferring it; repeatable."),
+        click.option("--newlines-in-values", is_flag=True,
+                     help="Quoted CSV values may hold line breaks anywhere in the file (found by itself when "
+                          "one is in the first 32 MB)."),
     ]
+
+    @functools.wraps(fn)
+    def wrapper(*args, input_format, delimiter, null_values, column_types, newlines_in_values, **kwargs):
+        read = ReadOptions(input_format=input_format, delimiter=delimiter, null_values=tuple(null_values),
+                           column_types=tuple(column_types), newlines_in_values=newlines_in_values)
+        return fn(*args, read=read, **kwargs)
+
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        wrapper = option(wrapper)
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -125,7 +157,7 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, no summary, no text events (for cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as one JSON object on stdout.")
 @_fail_cleanly
-def convert(inputs, out, key, order_by, input_format, delimiter, null_values, schema_file, shards,
+def convert(inputs, out, key, order_by, read, schema_file, shards,
             compression_level, on_conflict, drop_null_keys, memory_limit, partition_by, force, overwrite,
             engine, spark_master, log_format, quiet, as_json):
     """Convert impression-level logs to request-level Parquet shards.
@@ -141,7 +173,6 @@ def convert(inputs, out, key, order_by, input_format, delimiter, null_values, sc
     """
     if spark_master and engine != "spark":
         raise UsageProblem("--spark-master needs --engine spark")
-    read = ReadOptions(input_format=input_format, delimiter=delimiter, null_values=tuple(null_values))
     report = run_convert(list(inputs), out, key=tuple(key), order_by=order_by, schema_file=schema_file, read=read,
                          shards=shards, compression_level=compression_level, on_conflict=on_conflict,
                          memory_limit=memory_limit, partition_by=partition_by, force=force, overwrite=overwrite,
@@ -206,7 +237,7 @@ def verify(out, as_json):
               help="Also write a self-contained HTML page with the tables and a bar chart.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_fail_cleanly
-def stats(paths, key, order_by, input_format, delimiter, null_values, memory_limit, as_json, html_file, quiet):
+def stats(paths, key, order_by, read, memory_limit, as_json, html_file, quiet):
     """How much duplication a log holds: on raw logs before converting, or on a converted OUT.
 
     On raw logs (every format convert reads; --key required) nothing is written: per column its level, the
@@ -218,7 +249,6 @@ def stats(paths, key, order_by, input_format, delimiter, null_values, memory_lim
       roolog stats sample_data/impressions.parquet --key request_id
       roolog stats out --json
     """
-    read = ReadOptions(input_format=input_format, delimiter=delimiter, null_values=tuple(null_values))
     report = run_stats(list(paths), tuple(key), order_by=order_by, read=read, memory_limit=memory_limit,
                        progress=not quiet)
     if html_file:
@@ -239,7 +269,7 @@ def stats(paths, key, order_by, input_format, delimiter, null_values, memory_lim
               help="Memory for grouping scattered requests.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_fail_cleanly
-def infer_schema_command(inputs, key, order_by, input_format, delimiter, null_values, target, memory_limit, quiet):
+def infer_schema_command(inputs, key, order_by, read, target, memory_limit, quiet):
     """Decide each column's level exactly over all the data and write a schema file for convert --schema.
 
     Each column gets a comment: its level and, for impression-level columns, in how many requests it varies
@@ -252,7 +282,6 @@ def infer_schema_command(inputs, key, order_by, input_format, delimiter, null_va
     """
     if not key:
         raise UsageProblem("give the request key with --key COL")
-    read = ReadOptions(input_format=input_format, delimiter=delimiter, null_values=tuple(null_values))
     report = stats_raw(list(inputs), tuple(key), order_by=order_by, read=read, memory_limit=memory_limit,
                        progress=not quiet)
     schema, comments = infer_schema(report)

@@ -21,7 +21,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
+from .arrow_types import parse_type
 from .encodings import choose_encodings
 from .errors import RoologError, UsageProblem
 from .group import N_COL, Grouping, null_keys_dropped
@@ -39,10 +40,10 @@ from .schema import Levels, LogSchema, check_declared, check_key_and_order, load
 from .outdir import OutputFolder
 from .shards import (COUNT_COLUMN, FOOTER_KEY, MANIFEST, MANIFEST_FORMAT, REPORT, ShardInfo, ShardWriter, failpoint,
                      file_xxh64, read_json, schema_to_b64, shards_doc, write_json_atomic)
-from .sources import HIVE_NULL, InputFile, ReadOptions, Source, resolve_inputs
+from .sources import HIVE_NULL, InputFile, ReadOptions, Source, find_inputs
 from .pipeline import RequestPipeline
 from .prefetch import prefetch
-from .values import key_hashes, sortable_key
+from .values import key_hashes, python_value, sortable_key
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
 MAX_PARTITIONS = 1000  # rows routed to partitions in one run: each holds open files and a grouping pipeline
@@ -78,6 +79,16 @@ def _output_options(opts: ConvertOptions, schema_hash: str | None) -> dict:
                "shards": opts.shards, "compression_level": opts.compression_level, "on_conflict": opts.on_conflict,
                "drop_null_keys": opts.drop_null_keys, "partition_by": opts.partition_by}
     return json.loads(json.dumps(options))  # as the manifest will hold them (tuples become lists)
+
+
+def with_declared_types(read: ReadOptions, declared: LogSchema) -> ReadOptions:
+    """The reading options with the schema file's [types] added to --column-type's (which must agree)."""
+    given = dict(read.column_types)
+    for name, t in declared.types:
+        if name in given and parse_type(given[name]) != parse_type(t):
+            raise UsageProblem(f"--column-type {name}={given[name]} disagrees with the schema file's {t}")
+        given.setdefault(name, t)
+    return replace(read, column_types=tuple(given.items()))
 
 
 def resolve_schema(opts: ConvertOptions, schema: pa.Schema) -> tuple[LogSchema | None, tuple[str, ...], str | None]:
@@ -449,7 +460,7 @@ def route_rows(batch: pa.RecordBatch, column: str | None, name: str | None):
     for bits in pc.unique(exact):
         mask = exact.is_null() if not bits.is_valid else pc.fill_null(pc.equal(exact, bits), False)
         rows = batch.filter(mask)
-        yield partition_name(column, rows.column(column)[0].as_py()), rows
+        yield partition_name(column, python_value(rows.column(column)[0])), rows
 
 
 def convert(inputs: list[str], out: str, **options) -> dict:
@@ -462,7 +473,13 @@ def convert(inputs: list[str], out: str, **options) -> dict:
     if opts.engine == "spark" and importlib.util.find_spec("pyspark") is None:
         raise UsageProblem("--engine spark needs PySpark: pip install 'roolog[spark]' (and Java 17 or later)")
     started = time.perf_counter()
-    files = resolve_inputs(list(inputs), opts.read.input_format, output=out)
+    if opts.schema_file:
+        opts = replace(opts, read=with_declared_types(opts.read, load_schema(opts.schema_file)))
+    found = find_inputs(list(inputs), opts.read.input_format, output=out)
+    files = found.files
+    if found.skipped:
+        opts.log("warning", message=f"{len(found.skipped):,} file(s) not in --input-format {opts.read.input_format} "
+                                    f"skipped ({found.skipped[0]}, ...)")
     schema_hash = file_xxh64(opts.schema_file) if opts.schema_file and os.path.isfile(opts.schema_file) else None
     column = _partition_column(files, opts)
     options = _output_options(opts, schema_hash) | {"partition_by": column}

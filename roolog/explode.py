@@ -15,7 +15,7 @@ from .outdir import reading
 from .shards import schema_from_b64
 from .values import repeat_indices, take
 from .verify import open_shard, units
-from .widen import unify
+from .arrow_types import unify
 
 
 def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[str],

@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 from .errors import RoologError
 from .schema import Levels
 from .sources import SourceBatch
-from .values import (adjacent_differs, as_list, key_hashes, offsets_from_lengths, repeat_indices, sortable_key, take,
-                     take_rows)
+from .values import (adjacent_differs, as_list, key_hashes, offsets_from_lengths, python_value, repeat_indices,
+                     sortable_key, take, take_rows)
 
 N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
 
@@ -135,10 +135,10 @@ class Grouping:
             if col in self.levels.fixed:
                 i = int(varies[0])
                 a, b = (i, i + 1) if perm is None else (int(perm[i]), int(perm[i + 1]))
-                key = describe_key(self.key, [pieces.column(k)[a].as_py() for k in self.key])
+                key = describe_key(self.key, [python_value(pieces.column(k)[a]) for k in self.key])
                 raise RoologError(
                     f"column {col!r} is declared request-level but varies inside request {key}: "
-                    f"{_short(c[a].as_py())} vs {_short(c[b].as_py())} ({where}); "
+                    f"{_short(python_value(c[a]))} vs {_short(python_value(c[b]))} ({where}); "
                     "use --on-conflict demote to keep it as a list")
             self.levels.demote(col)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from .arrow_types import parse_type
 from .errors import RoologError, UsageProblem
 from .values import KEY_TYPE_HINT, is_key_type
 
@@ -25,12 +26,13 @@ class LogSchema:
     request: tuple[str, ...] = ()
     impression: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
+    types: tuple[tuple[str, str], ...] = ()  # [types]: column -> Arrow type name, for text inputs
 
     def to_toml(self, comments: dict[str, str] | None = None) -> str:
         comments = comments or {}
 
         def names(xs) -> str:
-            return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
+            return "[" + ", ".join(toml_string(x) for x in xs) + "]"
 
         def column_list(name: str, cols) -> list[str]:
             if not any(c in comments for c in cols):
@@ -40,17 +42,38 @@ class LogSchema:
                 chunks = [f"    {names(cols[i:i + 10])[1:-1]}," for i in range(0, len(cols), 10)]
                 return [f"{name} = [", *chunks, "]"]
             rows = [f"{name} = ["]
-            rows += [f'    "{c}",' + (f"  # {comments[c]}" if c in comments else "") for c in cols]
+            rows += [f"    {toml_string(c)}," + (f"  # {_one_line(comments[c])}" if c in comments else "")
+                     for c in cols]
             return rows + ["]"]
 
         lines = [f"key = {names(self.key)}"]
         if self.order_by:
-            lines.append(f'order_by = "{self.order_by}"')
+            lines.append(f"order_by = {toml_string(self.order_by)}")
         lines += column_list("request", self.request)
         lines += column_list("impression", self.impression)
         if self.labels:
             lines.append(f"labels = {names(self.labels)}")
+        if self.types:
+            lines += ["", "[types]  # what the columns are read as from CSV/TSV/JSONL (Arrow type names)"]
+            lines += [f"{toml_string(name)} = {toml_string(t)}" for name, t in self.types]
         return "\n".join(lines) + "\n"
+
+
+def toml_string(text: str) -> str:
+    """`text` as a TOML basic string: quotes, backslashes and control characters escaped, the rest as is."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append({"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}.get(ch, f"\\u{ord(ch):04X}"))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _one_line(comment: str) -> str:
+    return " ".join(comment.split())
 
 
 def load_schema(path: str) -> LogSchema:
@@ -61,7 +84,7 @@ def load_schema(path: str) -> LogSchema:
         raise UsageProblem(f"cannot read schema file {path}: {err.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise RoologError(f"{path}: not valid TOML: {err}") from None
-    unknown = set(doc) - {"key", "order_by", "request", "impression", "labels"}
+    unknown = set(doc) - {"key", "order_by", "request", "impression", "labels", "types"}
     if unknown:
         raise RoologError(f"{path}: unknown setting(s) {sorted(unknown)}")
 
@@ -79,7 +102,16 @@ def load_schema(path: str) -> LogSchema:
     order_by = doc.get("order_by")
     if order_by is not None and not isinstance(order_by, str):
         raise RoologError(f"{path}: order_by must be a column name")
-    return LogSchema(key, order_by, str_list("request"), str_list("impression"), str_list("labels"))
+    types = doc.get("types", {})
+    if not isinstance(types, dict) or not all(isinstance(t, str) for t in types.values()):
+        raise RoologError(f"{path}: [types] must map column names to Arrow type names, like price = \"double\"")
+    for name, t in types.items():
+        try:
+            parse_type(t)
+        except UsageProblem as err:
+            raise RoologError(f"{path}: [types] {name}: {err}") from None
+    return LogSchema(key, order_by, str_list("request"), str_list("impression"), str_list("labels"),
+                     tuple(types.items()))
 
 
 RESERVED_PREFIX = "__roolog_"

@@ -1,59 +1,32 @@
-"""Inputs -> one stream of Arrow record batches with one unified schema.
+"""Input files -> one stream of Arrow record batches with one unified schema.
 
-Each input is a file, a folder (searched recursively; hive `key=value` folders become columns) or a glob.
-Formats are Parquet, CSV, TSV and JSON lines, each plain or .gz/.zst, detected from the name unless
-`--input-format` says otherwise. Reading uses pyarrow's own streaming readers, a bounded batch at a time.
+The files (roolog.inputs) are read in order with pyarrow's own streaming readers, a bounded batch at a
+time: Parquet as its schema says, CSV/TSV/JSON lines as roolog.textread types them. Columns of several
+files are unified losslessly (roolog.arrow_types); hive folder keys become columns.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shutil
 import tempfile
-import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
-import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
+from .arrow_types import unify, widened
 from .errors import RoologError, UsageProblem
-from .widen import unify
+from .inputs import FORMATS, HIVE_NULL, InputFile, Inputs, ReadOptions, find_inputs, resolve_inputs
+from .textread import (InvalidRows, TextPlan, csv_batches, declared_types, describe_csv_error, describe_json_error,
+                       open_stream, plan_text)
 
-FORMATS = ("parquet", "csv", "tsv", "jsonl")
-_SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
-                  ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-_SUFFIX_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-_INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to read raw logs; the same options for convert, stats and infer-schema."""
-
-    input_format: str = "auto"
-    delimiter: str | None = None
-    null_values: tuple[str, ...] = ()
-    batch_bytes: int = 32 << 20
-
-
-@dataclass(frozen=True)
-class InputFile:
-    path: str
-    format: str
-    compression: str | None
-    partition: tuple[tuple[str, str | None], ...] = ()  # hive key=value pairs above the file
-    size: int = 0
-    mtime: float = 0.0
-    mtime_ns: int = 0  # with `ino`: what tells, after reading, whether the file changed meanwhile
-    ino: int = 0
-
+__all__ = ["FORMATS", "HIVE_NULL", "InputFile", "Inputs", "ReadOptions", "Source", "SourceBatch", "find_inputs",
+           "open_source", "resolve_inputs"]
+_INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")  # a hive folder value that is an integer
 
 @dataclass
 class SourceBatch:
@@ -63,142 +36,10 @@ class SourceBatch:
     bytes_done: int  # input bytes consumed so far over all files (for progress)
 
 
-def _split_name(name: str) -> tuple[str | None, str | None]:
-    """(format, compression) from a file name like events.csv.zst."""
-    stem, suffix = os.path.splitext(name.lower())
-    compression = _SUFFIX_COMPRESSION.get(suffix)
-    if compression:
-        suffix = os.path.splitext(stem)[1]
-    return _SUFFIX_FORMAT.get(suffix), compression
-
-
-def _hive_pairs(root: str, path: str) -> tuple[tuple[str, str | None], ...]:
-    pairs = []
-    for part in Path(os.path.relpath(path, root)).parts[:-1]:
-        if "=" in part:
-            k, v = part.split("=", 1)
-            v = urllib.parse.unquote(v)
-            pairs.append((urllib.parse.unquote(k), None if v == HIVE_NULL else v))
-    return tuple(pairs)
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _walk(folder: str, skip: str | None) -> list[str]:
-    """The files under `folder`, sorted; symlinked folders followed (each real folder once: a loop or a
-    second link to a folder already read is refused); the real folder `skip` (the output) left out."""
-    found: list[str] = []
-    seen: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            raise UsageProblem(f"{dirpath} is the folder {seen[real]} again (a symlink loop or a second link); "
-                               "name each input once")
-        seen[real] = dirpath
-        dirnames[:] = sorted(d for d in dirnames if (not d.startswith((".", "_")) or "=" in d)
-                             and os.path.realpath(os.path.join(dirpath, d)) != skip)
-        found += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith((".", "_"))]
-    return found
-
-
-def resolve_inputs(specs: list[str], input_format: str = "auto", output: str | None = None) -> list[InputFile]:
-    """Expand files, folders and globs, in the order given (folders and globs sorted).
-
-    Each file is read once: the same file named twice (another spelling, a symlink, a hard link) is an
-    error. With `output` (convert's OUT), an input that is OUT or lies inside it is refused, and OUT inside
-    an input folder (or matched by a glob) is kept out of the inputs, so a rerun never reads its own output.
-    """
-    if input_format not in ("auto", *FORMATS):
-        raise UsageProblem(f"unknown input format {input_format!r}; use auto or one of {', '.join(FORMATS)}")
-    out = os.path.realpath(output) if output else None
-    files: list[InputFile] = []
-    seen: dict[tuple[int, int], str] = {}
-    for spec in specs:
-        if out and os.path.exists(spec) and _within(os.path.realpath(spec), out):
-            raise UsageProblem(f"input {spec} is {'the' if os.path.realpath(spec) == out else 'inside the'} output "
-                               f"folder {output}; convert into another folder")
-        if os.path.isdir(spec):
-            candidates = [(p, spec) for p in _walk(spec, out)]
-            from_folder = True
-        elif os.path.isfile(spec):
-            candidates, from_folder = [(spec, None)], False
-        elif glob.has_magic(spec):
-            candidates = [(p, None) for p in sorted(glob.glob(spec, recursive=True)) if os.path.isfile(p)
-                          and not (out and _within(os.path.realpath(p), out))]
-            from_folder = True
-            if not candidates:
-                raise UsageProblem(f"no input files match {spec!r}")
-        else:
-            raise UsageProblem(f"input not found: {spec}")
-        for path, root in candidates:
-            fmt, compression = _split_name(os.path.basename(path))
-            if input_format != "auto":
-                fmt = input_format
-            if fmt is None:
-                if from_folder:
-                    continue  # a README or checksum file next to the data
-                raise UsageProblem(f"{path}: cannot tell the format from the name; pass --input-format")
-            st = os.stat(path)
-            if (st.st_dev, st.st_ino) in seen:
-                raise UsageProblem(f"{path} and {seen[st.st_dev, st.st_ino]} are the same file; name each input once")
-            seen[st.st_dev, st.st_ino] = path
-            partition = _hive_pairs(root, path) if root else ()
-            files.append(InputFile(path, fmt, compression, partition, st.st_size, st.st_mtime, st.st_mtime_ns,
-                                   st.st_ino))
-    if not files:
-        raise UsageProblem(f"no input files found in {' '.join(specs)}")
-    return files
-
-
-def _open_stream(f: InputFile) -> pa.NativeFile:
-    return pa.input_stream(f.path, compression=f.compression)
-
-
-def _csv_options(f: InputFile, opts: ReadOptions, block_size: int, column_types=None, on_invalid=None):
-    delimiter = opts.delimiter or ("\t" if f.format == "tsv" else ",")
-    if len(delimiter) != 1:
-        raise UsageProblem(f"--delimiter must be one character, not {delimiter!r}")
-    read = pcsv.ReadOptions(block_size=block_size, use_threads=True)
-    parse = pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid)
-    convert_kw = {"column_types": column_types} if column_types is not None else {}
-    if opts.null_values:
-        convert_kw.update(null_values=list(opts.null_values), strings_can_be_null=True)
-    return read, parse, pcsv.ConvertOptions(**convert_kw)
-
-
-class _InvalidRows:
-    """Remembers the first malformed CSV row so the error can name it."""
-
-    def __init__(self) -> None:
-        self.first: pcsv.InvalidRow | None = None
-
-    def __call__(self, row: pcsv.InvalidRow) -> str:
-        self.first = self.first or row
-        return "error"
-
-    def describe(self, f: InputFile, opts: ReadOptions) -> str:
-        row = self.first
-        if row is None:
-            return ""
-        if row.number is None:  # parallel parsing does not count lines; find it again serially
-            serial = _InvalidRows()
-            read, parse, convert = _csv_options(f, opts, opts.batch_bytes, on_invalid=serial)
-            read.use_threads = False
-            try:
-                pcsv.open_csv(_open_stream(f), read, parse, convert).read_all()
-            except pa.ArrowException:
-                row = serial.first or row
-        text = row.text if len(row.text) <= 60 else row.text[:57] + "..."
-        where = f"line {row.number}" if row.number is not None else "a row"
-        return f"{where} has {row.actual_columns} fields, expected {row.expected_columns}: {text!r}"
-
-
-def _reader(f: InputFile, opts: ReadOptions, schema: pa.Schema | None, scratch: str,
-            invalid: _InvalidRows) -> tuple[Iterator[pa.RecordBatch], Callable[[], float]]:
-    """A streaming reader over one file's own columns (no hive columns), and how far into the file it is
-    (a fraction, for progress)."""
+def _reader(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, scratch: str,
+            invalid: InvalidRows) -> tuple[Iterator[pa.RecordBatch], Callable[[], float]]:
+    """A streaming reader over one file's own columns (no hive columns), in the unified types for text
+    files, and how far into the file it is (a fraction, for progress)."""
     if f.format == "parquet":
         pf = pq.ParquetFile(_local_parquet(f, scratch))
         done = [0]
@@ -215,12 +56,11 @@ def _reader(f: InputFile, opts: ReadOptions, schema: pa.Schema | None, scratch: 
     def position() -> float:  # the reader reads ahead and closes the file at its end
         return 1.0 if raw.closed else raw.tell() / max(1, f.size)
 
+    own = pa.schema([schema.field(n) for n in plan.schema.names])  # the file's columns, the unified types
     if f.format in ("csv", "tsv"):
-        types = None if schema is None else {n: schema.field(n).type for n in schema.names}
-        read, parse, convert = _csv_options(f, opts, opts.batch_bytes, types, invalid)
-        return pcsv.open_csv(stream, read, parse, convert), position
+        return csv_batches(f, opts, plan, own, stream, invalid), position
     read = pjson.ReadOptions(block_size=opts.batch_bytes)
-    parse = pjson.ParseOptions(explicit_schema=schema, newlines_in_values=False)
+    parse = pjson.ParseOptions(explicit_schema=own, newlines_in_values=False, unexpected_field_behavior="error")
     return pjson.open_json(stream, read, parse), position
 
 
@@ -244,41 +84,80 @@ def _local_parquet(f: InputFile, scratch: str) -> str:
         return f.path
     target = os.path.join(scratch, f"unpacked-{abs(hash(f.path))}.parquet")
     if not os.path.exists(target):
-        with _open_stream(f) as src, open(target + ".tmp", "wb") as dst:
+        with open_stream(f) as src, open(target + ".tmp", "wb") as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
         os.replace(target + ".tmp", target)
     return target
 
 
-def _file_error(f: InputFile, err: Exception, opts: ReadOptions, invalid: _InvalidRows | None = None) -> RoologError:
-    detail = invalid.describe(f, opts) if invalid else ""
-    msg = detail or str(err).strip().splitlines()[0]
+def _file_error(f: InputFile, err: Exception, opts: ReadOptions, plan: TextPlan | None = None,
+                schema: pa.Schema | None = None, invalid: InvalidRows | None = None) -> RoologError:
+    """One line for what went wrong reading `f`: the place and the fix where roolog can find them."""
+    message = str(err).strip()
+    if isinstance(err, RoologError):
+        return err
+    detail = invalid.describe(f, opts, plan.newlines if plan else True) if invalid else ""
+    if not detail and plan is not None and schema is not None and f.format in ("csv", "tsv"):
+        detail = describe_csv_error(f, opts, plan, pa.schema([schema.field(n) for n in plan.schema.names]),
+                                    message) or ""
+        if detail:
+            return RoologError(detail)
+    if not detail and schema is not None and f.format == "jsonl":
+        detail = describe_json_error(f, schema, message) or ""
+        if detail:
+            return RoologError(detail)
+    msg = detail or (message.splitlines()[0] if message else type(err).__name__)
     if f.format == "parquet" and "magic" in msg.lower():
         msg = f"not a valid Parquet file, or truncated ({msg})"
     return RoologError(f"{f.path}: {msg}")
 
 
-def _peek_schema(f: InputFile, opts: ReadOptions, scratch: str) -> pa.Schema:
+def _plan(f: InputFile, opts: ReadOptions, scratch: str) -> TextPlan:
+    """The file's columns and types (and, for text files, how it is read), from its footer or first block."""
     if f.size == 0:
         raise RoologError(f"{f.path}: file is empty")
-    invalid = _InvalidRows()
+    invalid = InvalidRows()
     try:
         if f.format == "parquet":
-            return pq.read_schema(_local_parquet(f, scratch))
-        if f.format in ("csv", "tsv"):
-            # types are inferred from a generous first block (a column with no value there is null-typed)
-            read, parse, convert = _csv_options(f, opts, opts.batch_bytes, on_invalid=invalid)
-            with pcsv.open_csv(_open_stream(f), read, parse, convert) as r:
-                schema = r.schema
-        else:
-            with pjson.open_json(_open_stream(f), pjson.ReadOptions(block_size=opts.batch_bytes)) as r:
-                schema = r.schema
+            return TextPlan(pq.read_schema(_local_parquet(f, scratch)))
+        return plan_text(f, opts, invalid)
     except (pa.ArrowException, OSError, EOFError) as err:
-        raise _file_error(f, err, opts, invalid) from None
-    twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
-    if twice:
-        raise RoologError(f"{f.path}: column name(s) {twice} appear more than once in the header")
-    return schema
+        raise _file_error(f, err, opts, invalid=invalid) from None
+
+
+def _text_types_agree(files: list[InputFile], plans: list[TextPlan], declared: set[str]) -> list[TextPlan]:
+    """CSV/TSV files whose inferred types of a column differ (int64 in one, string in another): all of them
+    read it as string, their texts exactly; only integers of different widths are widened instead."""
+    text = [i for i, f in enumerate(files) if f.format in ("csv", "tsv")]
+    as_string: set[str] = set()
+    for name in {n for i in text for n in plans[i].schema.names} - declared:
+        types = {str(plans[i].schema.field(name).type) for i in text if name in plans[i].schema.names}
+        kinds = [plans[i].schema.field(name).type for i in text if name in plans[i].schema.names]
+        if len(types) > 1 and not all(pa.types.is_integer(t) or pa.types.is_null(t) for t in kinds):
+            as_string.add(name)
+    if not as_string:
+        return plans
+    out = list(plans)
+    for i in text:
+        plan = plans[i]
+        fields = [pa.field(f.name, pa.string()) if f.name in as_string else f for f in plan.schema]
+        out[i] = replace(plan, schema=pa.schema(fields), checked=plan.checked - as_string)
+    return out
+
+
+def _with_declared(schema: pa.Schema, declared: dict[str, pa.DataType], files: list[InputFile]) -> pa.Schema:
+    """Declared types over the unified ones: Parquet columns are cast to them only where that loses nothing."""
+    fields = []
+    for field in schema:
+        want = declared.get(field.name)
+        if want is not None and not field.type.equals(want):
+            if not (widened(field.type, want) or pa.null()).equals(want):
+                parquet = next((f.path for f in files if f.format == "parquet"), files[0].path)
+                raise RoologError(f"column {field.name!r} is declared {want} but {parquet} holds {field.type}, "
+                                  f"which does not convert to it losslessly; declare {field.type} or leave it out")
+            field = field.with_type(want)
+        fields.append(field)
+    return pa.schema(fields, metadata=schema.metadata)
 
 
 def _partition_fields(files: list[InputFile]) -> list[pa.Field]:
@@ -305,7 +184,14 @@ class Source:
         self._own_scratch = scratch is None
         self.scratch = scratch or tempfile.mkdtemp(prefix="roolog-read-")
         self.partition_fields = _partition_fields(files)
-        self.file_schema = _unify(files, [_peek_schema(f, options, self.scratch) for f in files])
+        declared = declared_types(options)
+        self._plans = {f.path: _plan(f, options, self.scratch) for f in files}
+        unknown = sorted(set(declared) - {n for p in self._plans.values() for n in p.schema.names})
+        if unknown:
+            raise UsageProblem(f"--column-type names column(s) {unknown} that are in no input file")
+        plans = _text_types_agree(files, [self._plans[f.path] for f in files], set(declared))
+        self._plans = {f.path: p for f, p in zip(files, plans, strict=True)}
+        self.file_schema = _with_declared(_unify(files, [p.schema for p in plans]), declared, files)
         self.schema = pa.schema(list(self.file_schema) + self.partition_fields)
         dup = [n for n in self.schema.names if self.schema.names.count(n) > 1]
         if dup:
@@ -325,14 +211,15 @@ class Source:
             done += f.size
 
     def _file_batches(self, f: InputFile) -> Iterator[tuple[pa.RecordBatch, float]]:
-        invalid = _InvalidRows()
+        invalid = InvalidRows()
+        plan = self._plans[f.path]
         try:
-            reader, position = _reader(f, self.options, self.file_schema, self.scratch, invalid)
+            reader, position = _reader(f, self.options, plan, self.file_schema, self.scratch, invalid)
             for batch in reader:
                 if batch.num_rows:
                     yield self._conform(batch, f), position()
-        except (pa.ArrowException, OSError, EOFError) as err:
-            raise _file_error(f, err, self.options, invalid) from None
+        except (pa.ArrowException, OSError, EOFError, RoologError) as err:
+            raise _file_error(f, err, self.options, plan, self.file_schema, invalid) from None
 
     def _conform(self, batch: pa.RecordBatch, f: InputFile) -> pa.RecordBatch:
         """Put the batch in the unified column order and types, and add hive partition columns."""

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .encodings import choose_encodings
-from .errors import RoologError
+from .arrow_types import parse_type
+from .errors import RoologError, UsageProblem
 from .explode import impression_rows
 from .group import N_COL, null_keys_dropped
 from .pipeline import RequestPipeline
@@ -256,7 +257,17 @@ def infer_schema(report: dict) -> tuple[LogSchema, dict[str, str]]:
     if order_by:
         comments[order_by] += f"; looks like a {by_name[order_by]['position_base']}-based position: order_by"
     labels = [n for n in impression if _looks_like_label(n, by_name[n])]
-    return LogSchema(tuple(report["key"]), order_by, tuple(request), tuple(impression), tuple(labels)), comments
+    types = tuple((n, by_name[n]["type"]) for n in order if _pins(by_name[n]["type"]))
+    return LogSchema(tuple(report["key"]), order_by, tuple(request), tuple(impression), tuple(labels),
+                     types), comments
+
+
+def _pins(type_text: str) -> bool:
+    """Whether a type seen is worth pinning in [types]: one parse_type reads back (not null: no value seen)."""
+    try:
+        return type_text != "null" and str(parse_type(type_text)) == type_text
+    except UsageProblem:
+        return False
 
 
 def _looks_like_label(name: str, column: dict) -> bool:

@@ -317,3 +317,12 @@ def as_list(values: pa.Array, offsets: np.ndarray) -> pa.Array:
     """Zero-copy list<T> view of values cut at offsets (batches are cut by bytes, well below 2**31)."""
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
+
+
+def python_value(scalar: pa.Scalar):
+    """A scalar as Python shows it in messages and folder names; Arrow's own text where Python has no exact
+    equivalent (nanosecond timestamps and durations, which as_py would need pandas for)."""
+    try:
+        return scalar.as_py()
+    except (ValueError, TypeError, ImportError, pa.ArrowException):
+        return pc.cast(scalar, pa.string()).as_py()

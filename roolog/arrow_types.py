@@ -1,4 +1,9 @@
-"""Which Arrow types two sources of one column may be unified to without losing a value.
+"""Arrow types by name (`--column-type COL=TYPE`, a schema file's [types]), and which types two sources of
+one column may be unified to without losing a value.
+
+Names are pyarrow's own spelling, as `str(type)` prints it: `int64`, `string`, `double` (or `float64`),
+`bool`, `date32[day]` (or `date32`), `timestamp[ms]`, `timestamp[us, tz=UTC]`, `decimal128(20, 2)`,
+`list<item: int64>` (or `list<int64>`), `large_string`, `binary`, `duration[s]`, `time64[us]`, `null`.
 
 Widening keeps every value exactly: a narrower integer to a wider one of the same signedness (or an
 unsigned one to a wider signed one), float32 to float64, decimals to one with room for both, a timestamp
@@ -9,11 +14,52 @@ to float, never an integer to float, never a wider type to a narrower one.
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
-from .errors import RoologError
+from .errors import RoologError, UsageProblem
 
 _UNIT_RANK = {"s": 0, "ms": 1, "us": 2, "ns": 3}
+
+
+_DECIMAL = re.compile(r"(decimal(?:128|256)?)\(\s*(\d+)\s*,\s*(-?\d+)\s*\)\Z")
+_TIMESTAMP = re.compile(r"timestamp\[\s*(s|ms|us|ns)\s*(?:,\s*tz\s*=\s*([^\]]+?)\s*)?\]\Z")
+_LIST = re.compile(r"(list|large_list)<\s*(?:item\s*:\s*)?(.+)>\Z")
+TYPE_EXAMPLES = "string, int64, double, bool, date32, timestamp[ms], decimal128(20, 2), list<int64>"
+
+
+def parse_type(text: str) -> pa.DataType:
+    """The Arrow type a name stands for (the spelling `str(type)` prints); UsageProblem when there is none."""
+    name = text.strip()
+    m = _DECIMAL.match(name)
+    if m:
+        kind, precision, scale = m.group(1), int(m.group(2)), int(m.group(3))
+        make = pa.decimal256 if kind == "decimal256" or (kind == "decimal" and precision > 38) else pa.decimal128
+        try:
+            return make(precision, scale)
+        except (ValueError, pa.ArrowInvalid) as err:
+            raise UsageProblem(f"type {text!r}: {err}") from None
+    m = _TIMESTAMP.match(name)
+    if m:
+        return pa.timestamp(m.group(1), tz=m.group(2))
+    m = _LIST.match(name)
+    if m:
+        item = parse_type(m.group(2))
+        return pa.list_(item) if m.group(1) == "list" else pa.large_list(item)
+    try:
+        return pa.type_for_alias(name)
+    except (ValueError, KeyError):
+        raise UsageProblem(f"unknown type {text!r}; use an Arrow type name such as {TYPE_EXAMPLES}") from None
+
+
+def type_name(t: pa.DataType) -> str | None:
+    """The name parse_type reads back as `t`, or None for types that have none (structs, maps, ...)."""
+    name = str(t)
+    try:
+        return name if parse_type(name).equals(t) else None
+    except UsageProblem:
+        return None
 
 
 def _int_bits(t: pa.DataType) -> tuple[bool, int] | None:
