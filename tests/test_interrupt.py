@@ -59,3 +59,10 @@ def test_kill_9_then_the_same_command_completes(big_log, tmp_path):
     assert again.returncode == 0, err
     assert os.path.exists(out / "_manifest.json")
     assert not any(n.startswith(".roolog-tmp") for n in os.listdir(out))  # the dead run's spill is gone
+
+
+def test_ctrl_c_while_modules_import_is_one_line(tmp_path):
+    proc = subprocess.run([roolog_exe(), "convert", "x.parquet", "-o", str(tmp_path / "out"), "--key", "k"],
+                          capture_output=True, text=True, env=dict(os.environ, ROOLOG_FAILPOINT="import"))
+    assert proc.returncode == 130 and proc.stderr.startswith("roolog: error: interrupted")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
