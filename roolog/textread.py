@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
@@ -110,41 +111,66 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
         parse = pjson.ParseOptions(explicit_schema=pa.schema(declared.items()) if declared else None)
         with pjson.open_json(open_stream(f), pjson.ReadOptions(block_size=opts.batch_bytes), parse) as r:
             return TextPlan(r.schema)
-    read, parse, convert = csv_options(f, opts, declared, newlines=True, on_invalid=on_invalid)
+    newlines = opts.newlines_in_values or _quoted_line_break(f, opts.batch_bytes)
+    read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid)
     with pcsv.open_csv(open_stream(f), read, parse, convert) as r:
-        inferred = r.schema
+        inferred = r.schema  # pyarrow's inference over the first block
     twice = sorted({n for n in inferred.names if inferred.names.count(n) > 1})
     if twice:
         raise RoologError(f"{f.path}: column name(s) {twice} appear more than once in the header")
-    texts = _first_block_texts(f, opts, inferred.names, on_invalid)
-    newlines = opts.newlines_in_values or any(
-        pc.any(pc.match_substring_regex(texts.column(n), r"[\r\n]")).as_py() for n in texts.column_names)
+    numbers = [fl.name for fl in inferred if fl.name not in declared
+               and (pa.types.is_integer(fl.type) or pa.types.is_floating(fl.type))]
+    texts = _first_block(f, opts, dict.fromkeys(numbers, pa.string()), on_invalid, newlines, numbers) if numbers \
+        else None
     fields, checked = [], set()
     for field in inferred:
-        t, values = field.type, texts.column(field.name)
-        if field.name not in declared:
+        t = field.type
+        if field.name in numbers:
+            values = texts.column(field.name)
             present = values.filter(pc.invert(pc.is_in(values, pa.array(null_texts(opts)))).fill_null(False))
             if pa.types.is_integer(t):
-                if pc.all(pc.match_substring_regex(present, CANONICAL_INT)).as_py() is not False:
+                if round_trips(present, pa.int64()):
                     checked.add(field.name)
                 else:
-                    t = pa.string()
-            elif pa.types.is_floating(t) and len(present) and pc.all(
-                    pc.match_substring_regex(present, INTEGER_LOOKING)).as_py():
-                t = pa.string()  # integers too big for int64: their digits, not the nearest double
+                    t = pa.string()  # 0123 and 123 are two texts: kept apart
+            elif len(present) and pc.all(pc.match_substring_regex(present, INTEGER_LOOKING)).as_py():
+                t = pa.string()  # integers too big for int64 (or +5): their digits, not the nearest double
         fields.append(pa.field(field.name, t))
     return TextPlan(pa.schema(fields), frozenset(checked), bool(newlines))
 
 
-def _first_block_texts(f: InputFile, opts: ReadOptions, names: list[str], on_invalid) -> pa.Table:
-    read, parse, convert = csv_options(f, opts, dict.fromkeys(names, pa.string()), newlines=True,
-                                       on_invalid=on_invalid)
+def _quoted_line_break(f: InputFile, size: int) -> bool:
+    """Whether a line break in the file's first `size` bytes lies inside quotes: after an odd number of
+    quote characters (a doubled "" inside a value counts two, so the parity still holds)."""
+    with open_stream(f) as stream:
+        head = np.frombuffer(stream.read(size), dtype=np.uint8)
+    quotes = np.flatnonzero(head == ord('"'))
+    if not len(quotes):
+        return False
+    breaks = np.flatnonzero((head == ord("\n")) | (head == ord("\r")))
+    return bool((np.searchsorted(quotes, breaks) % 2).any())  # quotes before each break: odd is inside
+
+
+def _first_block(f: InputFile, opts: ReadOptions, types: dict[str, pa.DataType], on_invalid, newlines: bool,
+                 columns: list[str] | None = None) -> pa.Table:
+    """The file's first block (`columns` only, when given)."""
+    read, parse, convert = csv_options(f, opts, types, newlines=newlines, on_invalid=on_invalid)
+    if columns is not None:
+        convert.include_columns = columns
     with pcsv.open_csv(open_stream(f), read, parse, convert) as r:
         try:
-            batch = r.read_next_batch()
+            return pa.Table.from_batches([r.read_next_batch()])
         except StopIteration:
-            return pa.table({n: pa.array([], pa.string()) for n in names})
-    return pa.Table.from_batches([batch])
+            return r.schema.empty_table()
+
+
+def round_trips(texts: pa.Array, t: pa.DataType) -> bool:
+    """Whether every text is an integer exactly as Arrow prints it back (no 0123, ' 5', -0, 0x10)."""
+    try:
+        pc.cast(texts, t)
+    except pa.ArrowInvalid:
+        return False
+    return bool(printed_as_is(texts).all())
 
 
 # ---- reading ------------------------------------------------------------------------------------------
@@ -168,8 +194,19 @@ def _convert_checked(batch: pa.RecordBatch, plan: TextPlan, schema: pa.Schema, n
     columns = []
     for name, col in zip(batch.schema.names, batch.columns, strict=True):
         if name in plan.checked:
-            is_null = pc.or_kleene(col.is_null(), pc.is_in(col, nulls))
-            bad = pc.and_kleene(pc.invert(is_null), pc.invert(pc.match_substring_regex(col, CANONICAL_INT)))
+            try:  # the common case: no null texts, every text an integer
+                values, ints = col, col.cast(pa.int64())
+            except pa.ArrowInvalid:
+                is_null = pc.or_kleene(col.is_null(), pc.is_in(col, nulls))
+                values = pc.if_else(is_null, pa.scalar(None, pa.string()), col)
+                try:
+                    ints = values.cast(pa.int64())
+                except pa.ArrowInvalid:
+                    ints = None
+            if ints is None:
+                bad = pc.invert(pc.match_substring_regex(values, CANONICAL_INT)).fill_null(False)
+            else:
+                bad = pa.array(~printed_as_is(values))
             first_bad = pc.index(bad, True).as_py()
             if first_bad >= 0:
                 text = col[first_bad].as_py()
@@ -177,21 +214,34 @@ def _convert_checked(batch: pa.RecordBatch, plan: TextPlan, schema: pa.Schema, n
                        "become another text's number" if re.fullmatch(INTEGER_LOOKING[1:-1], text)
                        else f"is not {schema.field(name).type}")
                 raise RoologError(_late_value(f, plan, name, text, first_row + first_bad, why))
-            values = pc.if_else(is_null, pa.scalar(None, pa.string()), col)
+            target = schema.field(name).type
             try:
-                col = values.cast(schema.field(name).type)
+                if ints is None:
+                    raise pa.ArrowInvalid("an integer out of range")
+                col = ints.cast(target)
             except pa.ArrowInvalid:
-                row = _first_uncastable(values, schema.field(name).type)
+                row = _first_uncastable(values, target)
                 raise RoologError(_late_value(f, plan, name, values[row].as_py(), first_row + row,
-                                              f"does not fit {schema.field(name).type}")) from None
+                                              f"does not fit {target}")) from None
         columns.append(col)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+def printed_as_is(texts: pa.Array) -> np.ndarray:
+    """Per row: whether a text that Arrow's cast read as an integer is exactly how that integer prints
+    (nulls count as yes). The cast takes digits with an optional '-', leading zeros and a 0x prefix, so the
+    texts it takes that print otherwise are those starting with '0' (but '0' itself) or '-0'."""
+    zero_led = pc.and_(pc.starts_with(texts, "0"), pc.greater(pc.binary_length(texts), 1))
+    other = pc.or_(zero_led, pc.starts_with(texts, "-0")).fill_null(False)
+    return ~other.to_numpy(zero_copy_only=False)
+
+
 def _first_uncastable(values: pa.Array, t: pa.DataType) -> int:
-    for i in range(len(values)):
+    """The first canonical integer text that does not fit `t` (only long texts can overflow)."""
+    long_ones = pc.indices_nonzero(pc.greater(pc.utf8_length(values), 2).fill_null(False)).to_pylist()
+    for i in long_ones:
         try:
-            values.slice(i, 1).cast(t)
+            values.slice(i, 1).cast(pa.int64()).cast(t)
         except pa.ArrowInvalid:
             return i
     return 0
