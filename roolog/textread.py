@@ -70,6 +70,7 @@ def csv_options(f: InputFile, opts: ReadOptions, types: dict[str, pa.DataType] |
     read = pcsv.ReadOptions(block_size=opts.batch_bytes, use_threads=use_threads)
     parse = pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=newlines)
     convert_kw: dict = {"column_types": types} if types else {}
+    convert_kw["quoted_strings_can_be_null"] = False  # a quoted value is text, never null
     if opts.null_values:
         convert_kw.update(null_values=list(opts.null_values), strings_can_be_null=True)
     return read, parse, pcsv.ConvertOptions(**convert_kw)
@@ -108,9 +109,7 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
     """The plan of a CSV, TSV or JSON-lines file, from its first block."""
     declared = declared_types(opts)
     if f.format == "jsonl":
-        parse = pjson.ParseOptions(explicit_schema=pa.schema(declared.items()) if declared else None)
-        with pjson.open_json(open_stream(f), pjson.ReadOptions(block_size=opts.batch_bytes), parse) as r:
-            return TextPlan(r.schema)
+        return TextPlan(_json_schema(f, opts, declared))
     newlines = opts.newlines_in_values or _quoted_line_break(f, opts.batch_bytes)
     read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid)
     with pcsv.open_csv(open_stream(f), read, parse, convert) as r:
@@ -149,6 +148,24 @@ def _quoted_line_break(f: InputFile, size: int) -> bool:
         return False
     breaks = np.flatnonzero((head == ord("\n")) | (head == ord("\r")))
     return bool((np.searchsorted(quotes, breaks) % 2).any())  # quotes before each break: odd is inside
+
+
+def _json_schema(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType]) -> pa.Schema:
+    """The fields of a JSON-lines file in the order they first appear, typed as declared or as pyarrow
+    infers them from the first block (pyarrow puts declared fields first: the file's order is kept here)."""
+    read = pjson.ReadOptions(block_size=opts.batch_bytes)
+    with pjson.open_json(open_stream(f), read, pjson.ParseOptions(
+            explicit_schema=pa.schema(declared.items()) if declared else None)) as r:
+        typed = r.schema
+    if not declared:
+        return typed
+    try:
+        with pjson.open_json(open_stream(f), read) as r:
+            order = r.schema.names
+    except pa.ArrowInvalid:  # the undeclared reading fails (a declared field's values mix kinds)
+        order = typed.names
+    return pa.schema([typed.field(n) for n in order if n in typed.names]
+                     + [typed.field(n) for n in typed.names if n not in order])
 
 
 def _first_block(f: InputFile, opts: ReadOptions, types: dict[str, pa.DataType], on_invalid, newlines: bool,

@@ -233,8 +233,29 @@ def test_explode_refuses_a_target_inside_out(tmp_path):
     assert snapshot(out) == before
 
 
-def test_a_failed_first_run_leaves_no_folder_and_keeps_what_the_user_put_there(tmp_path):
+def test_a_failed_first_run_leaves_no_folder(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("k,v\n1,2\n1,3,4\n")
     assert convert(bad, "-o", tmp_path / "out", "--key", "k")[0] == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_first_run_keeps_what_the_user_put_in_out_meanwhile(tmp_path, monkeypatch):
+    import roolog
+    from roolog import sources
+    from roolog.errors import RoologError
+
+    out = tmp_path / "out"
+    real_batches = sources.Source.batches
+
+    def user_writes_then_bad_data(self):
+        for batch in real_batches(self):
+            (out / "notes.txt").write_text("written by the user while roolog ran")
+            yield batch
+            raise RoologError("bad data further on")
+
+    monkeypatch.setattr(sources.Source, "batches", user_writes_then_bad_data)
+    with pytest.raises(RoologError, match="bad data further on"):
+        roolog.convert([SAMPLE_PARQUET], str(out), key=("request_id",), progress=False)
+    assert sorted(os.listdir(out)) == ["notes.txt"]  # roolog's own files gone, the user's kept
+    assert (out / "notes.txt").read_text() == "written by the user while roolog ran"
