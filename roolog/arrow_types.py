@@ -122,7 +122,7 @@ def _widened_dictionary(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
 
 def unify(schemas: list[tuple[str, pa.Schema]], fix: str) -> pa.Schema:
     """One schema for several (where, schema) sources with the same columns, widened losslessly; else a
-    one-line error naming both places, both types and `fix` (what the user can do)."""
+    one-line error naming both places, both types and `fix` (what the user can do; {column} is filled in)."""
     (first_where, first), *rest = schemas
     fields = {f.name: (f, first_where) for f in first}
     for where, schema in rest:
@@ -137,6 +137,6 @@ def unify(schemas: list[tuple[str, pa.Schema]], fix: str) -> pa.Schema:
             t = widened(kept.type, f.type)
             if t is None:
                 raise RoologError(f"column {f.name!r} is {kept.type} in {kept_where} but {f.type} in {where}: no type "
-                                  f"holds both losslessly; {fix}")
+                                  f"holds both losslessly; {fix.format(column=f.name)}")
             fields[f.name] = (kept.with_type(t), kept_where)
     return pa.schema([fields[n][0] for n in first.names], metadata=first.metadata)

@@ -13,14 +13,14 @@ import click
 import pyarrow as pa
 
 from . import __version__
+from .arrow_types import TYPE_EXAMPLES, parse_type
 from .convert import convert as run_convert
 from .errors import RoologError, UsageProblem
 from .explode import explode as run_explode
+from .html import render as render_html
 from .log import EventLog
 from .outdir import reading
-from .html import render as render_html
 from .report import format_output_stats, format_raw_stats, format_summary, format_train_summary, nan_to_none
-from .arrow_types import TYPE_EXAMPLES, parse_type
 from .sources import FORMATS, ReadOptions
 from .stats import infer_schema, stats_raw
 from .stats import stats as run_stats
@@ -304,7 +304,8 @@ def infer_schema_command(inputs, key, order_by, read, target, memory_limit, quie
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto takes CUDA when present (bf16 autocast, pinned memory), else the CPU.")
 @click.option("--smoke", is_flag=True,
-              help="A short run (at most 30 s of training) that fails unless the loss fell and eval AUC "
+              help="A short run (5 epochs or 200 steps, whichever is fewer: the same on a busy machine) that "
+                   "fails unless the loss fell and eval AUC "
                    "beat 0.55: the end-to-end check to run after convert.")
 @click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after this many training steps.")

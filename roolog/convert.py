@@ -34,15 +34,28 @@ from .encodings import choose_encodings
 from .errors import RoologError, UsageProblem
 from .group import N_COL, Grouping, null_keys_dropped
 from .log import silent
+from .outdir import OutputFolder
+from .pipeline import RequestPipeline
+from .prefetch import prefetch
 from .progress import bar
 from .report import LengthHistogram, add_column_bytes, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
-from .outdir import OutputFolder
-from .shards import (COUNT_COLUMN, FOOTER_KEY, MANIFEST, MANIFEST_FORMAT, REPORT, ShardInfo, ShardWriter, failpoint,
-                     file_xxh64, read_json, schema_to_b64, shards_doc, write_json_atomic)
+from .shards import (
+    COUNT_COLUMN,
+    FOOTER_KEY,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    REPORT,
+    ShardInfo,
+    ShardWriter,
+    failpoint,
+    file_xxh64,
+    read_json,
+    schema_to_b64,
+    shards_doc,
+    write_json_atomic,
+)
 from .sources import HIVE_NULL, InputFile, ReadOptions, Source, find_inputs
-from .pipeline import RequestPipeline
-from .prefetch import prefetch
 from .values import key_hashes, python_value, sortable_key
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
@@ -102,7 +115,7 @@ def resolve_schema(opts: ConvertOptions, schema: pa.Schema) -> tuple[LogSchema |
         key, order_by = declared.key, order_by or declared.order_by
     check_key_and_order(schema, key, order_by)
     if declared:
-        check_declared(declared, schema, opts.schema_file)
+        check_declared(declared, schema, opts.schema_file or "the schema file")
     return declared, key, order_by
 
 
@@ -385,7 +398,7 @@ class _Run:
         self.inputs: list[dict] = []  # the fingerprint of the inputs read (for a partitioned OUT's manifest)
         self.null_key_rows = 0
 
-    def convert(self, files: list[InputFile], route_by: str | None, name: str | None) -> list[str]:
+    def convert(self, files: list[InputFile], route_by: str | None, name: str | None) -> list[str | None]:
         """Read `files` once into one unit (`name`), or one unit per value of column `route_by`."""
         if self.opts.engine == "spark":
             from .spark import convert_units  # pyspark is an optional extra: imported only when asked for
@@ -398,7 +411,7 @@ class _Run:
 
             def unit(unit_name):
                 if unit_name not in units and len(units) >= MAX_PARTITIONS:
-                    raise too_many_partitions(route_by)
+                    raise too_many_partitions(route_by or "")
                 if unit_name not in units:
                     units[unit_name] = _Unit(unit_name, self.folder, source.schema, declared, key, order_by, opts,
                                              n_shards, self.partition_column if unit_name else None)
@@ -523,9 +536,9 @@ def _convert_partitioned(run: _Run, files: list[InputFile], column: str) -> None
                 opts.log("skipped", partition=name)
                 run.skipped.append(name)
                 continue
-            for made in run.convert(group, None, name):
+            for unit in run.convert(group, None, name):
                 folder.unpublish_manifest()
-                folder.publish(made, folder.unit_path(made))
+                folder.publish(unit or "", folder.unit_path(unit or "_flat"))
         run.inputs = []  # each partition's manifest records its own inputs
         return
     # a data column: every input may hold every partition; the inputs decide for all partitions at once
@@ -536,13 +549,13 @@ def _convert_partitioned(run: _Run, files: list[InputFile], column: str) -> None
         run.skipped.extend(p["name"] for p in top.get("partitions", []))
         run.inputs = top["inputs"]
         return
-    made = run.convert(files, column, None)
+    made = [unit for unit in run.convert(files, column, None) if unit]
     folder.unpublish_manifest()
-    for name in made:
-        folder.publish(name, folder.unit_path(name))
-    for name in _partitions_in(folder):
-        if name not in made:
-            folder.remove_partition(name)  # from inputs that no longer hold it
+    for unit in made:
+        folder.publish(unit, folder.unit_path(unit))
+    for gone in _partitions_in(folder):
+        if gone not in made:
+            folder.remove_partition(gone)  # from inputs that no longer hold it
 
 
 def _partitions_in(folder: OutputFolder) -> list[str]:
@@ -575,7 +588,7 @@ def _partitioned_report(run: _Run, column: str) -> dict:
     report = {"roolog_version": __version__, "output": out, "partition_by": column, "partitions": partitions,
               "totals": totals | {"partitions": len(partitions)}, "cross_partition_requests": crossing,
               "null_key_rows_dropped": run.null_key_rows,
-              "converted": sorted(n for n in run.reports if n), "skipped": sorted(run.skipped)}
+              "converted": sorted(n for n in run.reports if n), "skipped": sorted(n for n in run.skipped if n)}
     manifest = {"format": MANIFEST_FORMAT, "roolog_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": run.options, "inputs": run.inputs,
                 "partition_by": column, "partitions": partitions, "totals": report["totals"],

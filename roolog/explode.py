@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .arrow_types import unify
 from .errors import RoologError, UsageProblem
 from .outdir import reading
 from .shards import schema_from_b64
 from .values import repeat_indices, take
 from .verify import open_shard, units
-from .arrow_types import unify
 
 
 def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[str],

@@ -20,8 +20,17 @@ import pyarrow.compute as pc
 from .errors import RoologError
 from .schema import Levels
 from .sources import SourceBatch
-from .values import (adjacent_differs, as_list, key_hashes, offsets_from_lengths, python_value, repeat_indices,
-                     sortable_key, take, take_rows)
+from .values import (
+    adjacent_differs,
+    as_list,
+    key_hashes,
+    offsets_from_lengths,
+    python_value,
+    repeat_indices,
+    sortable_key,
+    take,
+    take_rows,
+)
 
 N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
 

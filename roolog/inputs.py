@@ -124,7 +124,7 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
                 fmt = input_format
             if fmt is None:
                 raise UsageProblem(f"{spec}: cannot tell the format from the name; pass --input-format")
-            found = [(spec, None, fmt, compression)]
+            found: list[tuple[str, str | None, str, str | None]] = [(spec, None, fmt, compression)]
         else:
             found = _in_folder_or_glob(spec, out, input_format, skipped)
         for path, root, fmt, compression in found:

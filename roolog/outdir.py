@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from .errors import OutputLocked, UsageProblem
@@ -74,7 +74,7 @@ class Ledger:
     def owns(self, rel: str) -> bool:
         return rel in self.entries
 
-    def add(self, entries: dict[str, Placed | str]) -> None:
+    def add(self, entries: Mapping[str, Placed | str]) -> None:
         self.entries.update(entries)
         self.save()
 
@@ -191,7 +191,7 @@ class OutputFolder:
         ledger.add({READERS_LOCK: "lock", os.path.basename(self.tmp): "dir"})
         open(readers, "a").close()
         os.makedirs(self.tmp)
-        if ledger.owns(LOCK):
+        if ledger.owns(LOCK) and self._lock_fd is not None:
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode(), 0)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -81,7 +82,7 @@ def human_bytes(n: float | None) -> str:
     return f"{n:.1f} TB"
 
 
-def format_table(rows: list[tuple[str, ...]], text_columns: int = 1) -> list[str]:
+def format_table(rows: Sequence[tuple[str, ...]], text_columns: int = 1) -> list[str]:
     """Aligned columns: the first `text_columns` left-aligned, the numbers after them right-aligned."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
 
@@ -136,7 +137,7 @@ def _partitioned_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def fit_table(rows: list[tuple[str, ...]], text_columns: int = 1, width: int | None = None) -> list[str]:
+def fit_table(rows: Sequence[tuple[str, ...]], text_columns: int = 1, width: int | None = None) -> list[str]:
     """format_table, with the first column shortened (…) so that lines fit the terminal."""
     width = width or shutil.get_terminal_size((120, 24)).columns
     lines = format_table(rows, text_columns)
@@ -195,10 +196,11 @@ def format_output_stats(report: dict, width: int | None = None) -> str:
         lines += ["  " + line for line in fit_table(rows, 1, width)]
         return "\n".join(lines)
     unit = report["partitions"][0]
-    rows = [("column", "level", "compressed", "uncompressed")]
+    columns: list[tuple[str, ...]] = [("column", "level", "compressed", "uncompressed")]
     for c in unit["columns"]:
-        rows.append((c["name"], c["level"], human_bytes(c["compressed_bytes"]), human_bytes(c["uncompressed_bytes"])))
-    lines += ["  " + line for line in fit_table(rows, 2, width)]
+        columns.append((c["name"], c["level"], human_bytes(c["compressed_bytes"]),
+                        human_bytes(c["uncompressed_bytes"])))
+    lines += ["  " + line for line in fit_table(columns, 2, width)]
     run = unit["report"]
     if run:
         lines.append(f"  the run: {run['totals']['rows']:,} impressions in {run['wall_seconds']} s, in memory "

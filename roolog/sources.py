@@ -21,8 +21,16 @@ import pyarrow.parquet as pq
 from .arrow_types import unify, widened
 from .errors import RoologError, UsageProblem
 from .inputs import FORMATS, HIVE_NULL, InputFile, Inputs, ReadOptions, find_inputs, resolve_inputs
-from .textread import (InvalidRows, TextPlan, csv_batches, declared_types, describe_csv_error, describe_json_error,
-                       open_stream, plan_text)
+from .textread import (
+    InvalidRows,
+    TextPlan,
+    csv_batches,
+    declared_types,
+    describe_csv_error,
+    describe_json_error,
+    open_stream,
+    plan_text,
+)
 
 __all__ = ["FORMATS", "HIVE_NULL", "InputFile", "Inputs", "ReadOptions", "Source", "SourceBatch", "find_inputs",
            "open_source", "resolve_inputs"]
@@ -172,7 +180,8 @@ def _partition_fields(files: list[InputFile]) -> list[pa.Field]:
 def _unify(files: list[InputFile], schemas: list[pa.Schema]) -> pa.Schema:
     """One schema for all files: a column's types are widened only where every value survives (widen.py)."""
     return unify([(f.path, s) for f, s in zip(files, schemas, strict=True)],
-                 "make the files agree on the column's type, or convert them separately")
+                 "for CSV/TSV/JSONL files declare one with --column-type {column}=TYPE (string keeps every text); "
+                 "otherwise convert the files separately")
 
 
 class Source:

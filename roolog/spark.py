@@ -26,6 +26,7 @@ shared file system); local mode is local[*] on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -39,15 +40,28 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
 
 from . import errors
-from .convert import (MAX_PARTITIONS, fingerprint, initial_levels, output_layout, partition_value, read_scratch,
-                      route_rows, sample_requests, shard_file, too_many_partitions, unit_manifest, unit_report,
-                      unit_settings, write_shard)
+from .convert import (
+    MAX_PARTITIONS,
+    fingerprint,
+    initial_levels,
+    output_layout,
+    partition_value,
+    read_scratch,
+    route_rows,
+    sample_requests,
+    shard_file,
+    too_many_partitions,
+    unit_manifest,
+    unit_report,
+    unit_settings,
+    write_shard,
+)
 from .encodings import choose_encodings
 from .errors import RoologError
 from .group import SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
@@ -374,14 +388,14 @@ def _group_partition(plan: _Plan, pieces: Iterable[tuple[tuple, bytes | dict]]) 
     """A sorted Spark partition -> a record per shard it holds (records of the read step pass through)."""
     current: _ShardGrouper | None = None
     for (unit, shard, _), value in pieces:
-        if shard == _META:
-            yield value
+        if shard == _META:  # a file's statistics or an error, not rows
+            yield cast(dict, value)
             continue
         if current is None or (current.unit, current.shard) != (unit, shard):
             if current is not None:
                 yield current.finish()
             current = _ShardGrouper(plan, unit, shard)
-        current.feed(value)
+        current.feed(cast(bytes, value))
     if current is not None:
         yield current.finish()
 
@@ -434,10 +448,8 @@ def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int,
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass
 
 
 # ---- the driver ----------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ class RunSpill:
         self._files: dict[int, list[str]] = {p: [] for p in range(partitions)}
         self._sorted_streams: set[int] = set()  # folded partitions: files to merge by input order
         self._bytes = np.zeros(partitions, dtype=np.int64)  # in-memory size of what each partition holds
-        self._hashes = [open(self._hash_path(p), "wb") for p in range(partitions)]  # 8 bytes per run
+        # 8 bytes per run, one file per partition, open for the spill's life (closed in close())
+        self._hashes = [open(self._hash_path(p), "wb") for p in range(partitions)]  # noqa: SIM115
         self.bytes_written = 0
         self.most_parts = 1
 

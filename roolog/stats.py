@@ -19,20 +19,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
-from .encodings import choose_encodings
 from .arrow_types import parse_type
+from .encodings import choose_encodings
 from .errors import RoologError, UsageProblem
 from .explode import impression_rows
 from .group import N_COL, null_keys_dropped
+from .outdir import LEDGER, reading
 from .pipeline import RequestPipeline
 from .progress import bar
 from .report import LengthHistogram, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_key_and_order
-from .outdir import LEDGER, reading
 from .shards import MANIFEST, REPORT, read_json
-from .verify import check_shards
 from .sources import ReadOptions, Source, resolve_inputs
 from .values import adjacent_differs
+from .verify import check_shards
 
 SAMPLE_REQUESTS = 10_000  # whole requests written both ways for the on-disk estimate
 LABEL_WORDS = ("click", "label", "conversion", "convert", "booking", "book", "purchase", "target")

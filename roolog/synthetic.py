@@ -70,5 +70,6 @@ def write_impressions(path: str, requests: int, history_len: int = 50, seed: int
         writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
         writer.write_table(table)
         rows += table.num_rows
-    writer.close()
+    if writer is not None:
+        writer.close()
     return rows

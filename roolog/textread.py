@@ -124,7 +124,7 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
     fields, checked = [], set()
     for field in inferred:
         t = field.type
-        if field.name in numbers:
+        if field.name in numbers and texts is not None:
             values = texts.column(field.name)
             present = values.filter(pc.invert(pc.is_in(values, pa.array(null_texts(opts)))).fill_null(False))
             if pa.types.is_integer(t):

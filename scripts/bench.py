@@ -43,8 +43,10 @@ CASES = {  # name: (requests, history length, layout)
     "0.5M rows, history 1,000": (50_000, 1000, "contiguous"),
     "1M rows shuffled": (100_000, 100, "shuffled"),
     "1M rows, string keys": (100_000, 100, "strings"),
+    "1M rows CSV, no history": (100_000, 0, "csv"),  # text input: type checks, quoted line breaks
 }
-QUICK = {"100K rows, history 100": (10_000, 100, "contiguous"), "100K rows shuffled": (10_000, 100, "shuffled")}
+QUICK = {"100K rows, history 100": (10_000, 100, "contiguous"), "100K rows shuffled": (10_000, 100, "shuffled"),
+         "100K rows CSV": (10_000, 0, "csv")}
 
 DUCKDB = """
 import duckdb, sys
@@ -53,7 +55,8 @@ cols = [f"any_value({c}) AS {c}" for c in request.split(",") if c] + [
     f"list({c} ORDER BY {order}) AS {c}" for c in impression.split(",")]
 con = duckdb.connect()
 con.execute(f"SET threads TO {CORES}")
-con.execute(f"COPY (SELECT {key}, {', '.join(cols)} FROM read_parquet('{src}') GROUP BY {key}) "
+read = f"read_csv('{src}')" if src.endswith(".csv") else f"read_parquet('{src}')"
+con.execute(f"COPY (SELECT {key}, {', '.join(cols)} FROM {read} GROUP BY {key}) "
             f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 """.replace("{CORES}", str(CORES))
 POLARS = """
@@ -61,9 +64,11 @@ import polars as pl, sys
 src, out, key, order, request, impression = sys.argv[1:7]
 aggs = [pl.col(c).first() for c in request.split(",") if c] + [
     pl.col(c).sort_by(order) for c in impression.split(",")]
-pl.scan_parquet(src).group_by(key).agg(aggs).sink_parquet(out, compression="zstd", compression_level=3)
+scan = pl.scan_csv(src, try_parse_dates=True) if src.endswith(".csv") else pl.scan_parquet(src)
+scan.group_by(key).agg(aggs).sink_parquet(out, compression="zstd", compression_level=3)
 """
-FLOOR = "import pyarrow.parquet as pq, sys; pq.read_table(sys.argv[1])"
+FLOOR = ("import pyarrow.csv as pc, pyarrow.parquet as pq, sys; "
+         "(pc.read_csv if sys.argv[1].endswith('.csv') else pq.read_table)(sys.argv[1])")
 
 
 def timed(cmd: list[str]) -> dict:
@@ -87,13 +92,17 @@ def folder_bytes(path: str) -> int:
 
 def tool_commands(src: str, out: str, key: str, order: str, request: list[str], impression: list[str]) -> dict:
     levels = [",".join(request), ",".join(impression)]
-    return {
+    roolog = [ROOLOG, "convert", src, "-o", out + ".roolog", "--key", key, "--order-by", order, "-q", "--force"]
+    commands = {
         "floor": [PY, "-c", FLOOR, src],
-        "roolog": [ROOLOG, "convert", src, "-o", out + ".roolog", "--key", key, "--order-by", order, "-q",
-                   "--force"],
+        "roolog": roolog,
         "duckdb": [PY, "-c", DUCKDB, src, out + ".duckdb.parquet", key, order, *levels],
         "polars": [PY, "-c", POLARS, src, out + ".polars.parquet", key, order, *levels],
     }
+    if src.endswith(".csv"):  # the cost of reading the file quote-aware, as a line break in a value makes it
+        commands["roolog --newlines-in-values"] = [*roolog[:3], out + ".roolog-nl", *roolog[4:],
+                                                   "--newlines-in-values"]
+    return commands
 
 
 def read_output(path: str, key: str) -> pa.Table:
@@ -117,7 +126,10 @@ def check_same(reference: pa.Table, other: pa.Table, tool: str, case: str) -> No
 
 def make_case(tmp: str, name: str, requests: int, history: int, layout: str) -> str:
     path = os.path.join(tmp, re.sub(r"\W+", "_", name) + ".parquet")
-    if layout == "shuffled":
+    if layout == "csv":
+        path = path.replace(".parquet", ".csv")
+        pcsv.write_csv(generate_impressions(requests, 1, seed=1).drop_columns(["user_history_item_ids"]), path)
+    elif layout == "shuffled":
         pq.write_table(generate_impressions(requests, history, seed=1, shuffle=True), path, compression="zstd")
     else:
         write_impressions(path, requests, history, seed=1, string_keys=layout == "strings")
@@ -127,7 +139,8 @@ def make_case(tmp: str, name: str, requests: int, history: int, layout: str) -> 
 def run_case(tmp: str, name: str, spec: tuple, runs: int) -> list[tuple]:
     src = make_case(tmp, name, *spec)
     out = os.path.join(tmp, "out")
-    cmds = tool_commands(src, out, "request_id", "position", REQUEST, IMPRESSION)
+    request = [c for c in REQUEST if not (spec[2] == "csv" and c == "user_history_item_ids")]
+    cmds = tool_commands(src, out, "request_id", "position", request, IMPRESSION)
     times: dict[str, list[dict]] = {t: [] for t in cmds}
     for r in range(runs):
         for tool, cmd in cmds.items():
@@ -140,8 +153,9 @@ def run_case(tmp: str, name: str, spec: tuple, runs: int) -> list[tuple]:
              "polars": folder_bytes(out + ".polars.parquet"), "floor": None}
     med = {t: {k: statistics.median(x[k] for x in v) for k in ("wall", "rss_mb", "cpu")} for t, v in times.items()}
     best_peer = min(med["duckdb"]["wall"], med["polars"]["wall"])
+    sizes["roolog --newlines-in-values"] = folder_bytes(out + ".roolog-nl") if len(cmds) > 4 else None
     rows = []
-    for tool in ("floor", "roolog", "duckdb", "polars"):
+    for tool in cmds:
         m = med[tool]
         rows.append((name, tool, f"{m['wall']:.2f}", f"{m['rss_mb']:,.0f}", f"{m['cpu']:.1f}",
                      "-" if sizes[tool] is None else f"{sizes[tool] / 2**20:.1f}",
@@ -167,7 +181,8 @@ def real_logs(tmp: str) -> list[tuple]:
         out = os.path.join(tmp, f"{key}.real")
         cmds = tool_commands(flat, out, key, order, [], [])
         timed(cmds["roolog"])
-        manifest = json.load(open(os.path.join(out + ".roolog", "_manifest.json")))["schema"]
+        with open(os.path.join(out + ".roolog", "_manifest.json")) as fh:
+            manifest = json.load(fh)["schema"]
         cmds = tool_commands(flat, out, key, order, manifest["request"], manifest["impression"])
         timed(cmds["duckdb"])
         timed(cmds["polars"])

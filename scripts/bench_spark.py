@@ -27,6 +27,7 @@ import time
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
 from bench import markdown  # noqa: E402  (scripts/bench.py: the same table format)
+
 from roolog.synthetic import write_impressions  # noqa: E402
 
 ROOLOG = os.path.join(os.path.dirname(sys.executable), "roolog")

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_same_rows, canon, roundtrip, run_cli
 
 import roolog
-from conftest import assert_same_rows, canon, roundtrip, run_cli
 from roolog.errors import RoologError
 from roolog.sources import ReadOptions
 

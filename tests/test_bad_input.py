@@ -5,9 +5,9 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli
 
 import roolog
-from conftest import run_cli
 from roolog.errors import RoologError
 from roolog.sources import ReadOptions
 from roolog.synthetic import generate_impressions

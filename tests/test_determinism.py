@@ -5,9 +5,9 @@ import subprocess
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import manifest_without_timestamps, roolog_exe, shard_bytes
 
 import roolog
-from conftest import manifest_without_timestamps, roolog_exe, shard_bytes
 from roolog.sources import ReadOptions
 from roolog.synthetic import generate_impressions
 

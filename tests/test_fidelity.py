@@ -10,9 +10,15 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 from conftest import run_cli
+
+pytestmark = pytest.mark.slow
 
 BLOCK = 32 << 20  # the reader's first block: types are inferred from it
 

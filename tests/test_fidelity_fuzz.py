@@ -13,10 +13,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
+from conftest import assert_same_rows
 from hypothesis import HealthCheck, given, settings
 
 import roolog
-from conftest import assert_same_rows
 from roolog.cli import main
 from roolog.sources import ReadOptions
 

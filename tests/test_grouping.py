@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_same_rows, roundtrip, row_multiset
 
 import roolog
-from conftest import assert_same_rows, roundtrip, row_multiset
 from roolog.sources import ReadOptions
 from roolog.synthetic import generate_impressions
 

@@ -6,8 +6,9 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO, SAMPLE, TRIVAGO, run_cli
+
+pytestmark = pytest.mark.browser
 
 ARTIFACTS = os.path.join(REPO, "test-artifacts")  # screenshots for a person to look at; ignored by git
 

@@ -7,8 +7,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import roolog_exe
+
 from roolog.synthetic import generate_impressions
 
 

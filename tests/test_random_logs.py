@@ -6,10 +6,10 @@ import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from conftest import assert_same_rows, canon, roundtrip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_same_rows, canon, roundtrip
 from roolog.sources import ReadOptions
 
 FLOATS = st.sampled_from([0.0, -0.0, 1.5, float("nan"), float("inf"), None])

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SAMPLE, assert_same_rows, run_cli
 
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")
@@ -119,6 +118,7 @@ SPARK_EXPLODE = ("SELECT request_id, user_id, country, device, request_time, use
                  "inline(arrays_zip(position, item_id, price, click)){extra} FROM requests")
 
 
+@pytest.mark.spark
 def test_spark(flat, partitioned, sample):
     from roolog.spark import spark_session
 

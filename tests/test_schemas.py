@@ -4,9 +4,9 @@ import json
 import os
 
 import pytest
+from conftest import LTR, MIND, REPO, SAMPLE, TRIVAGO
 
 import roolog
-from conftest import LTR, MIND, REPO, SAMPLE, TRIVAGO
 from roolog.schema import load_schema
 
 BUNDLED = {

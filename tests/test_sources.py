@@ -8,8 +8,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-
 from conftest import assert_same_rows, roundtrip
+
 from roolog.errors import UsageProblem
 from roolog.sources import ReadOptions, open_source, resolve_inputs
 from roolog.synthetic import generate_impressions, history_as_text

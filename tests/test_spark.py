@@ -8,17 +8,19 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
-import roolog
+# no skipping: without the spark extra or Java these tests fail, as the feature would (.ci/run installs both)
+import pyspark  # noqa: E402,F401
+import pytest
 from conftest import LTR, MIND, SAMPLE, TRIVAGO, assert_same_rows, run_cli, shard_bytes
 from conftest import manifest_without_timestamps as manifest
+
+import roolog
 from roolog.errors import RoologError
 from roolog.sources import ReadOptions
 from roolog.synthetic import generate_impressions
 
-# no skipping: without the spark extra or Java these tests fail, as the feature would (.ci/run installs both)
-import pyspark  # noqa: E402,F401
+pytestmark = pytest.mark.spark
 
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")
 SAMPLE_KEY = dict(key=("request_id",), order_by="position")

@@ -4,21 +4,25 @@ bad input gets one line."""
 import collections
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import LTR, MIND, REPO, SAMPLE, TRIVAGO, run_cli
 from torch.utils.data import DataLoader
 
 import roolog
-from conftest import LTR, MIND, REPO, SAMPLE, TRIVAGO, run_cli
 from roolog.train.data import RequestDataset, collate, tokens
 from roolog.train.features import build_spec, dense_values, hash_ids, salt, shard_files
 from roolog.train.metrics import auc, click_metrics
 from roolog.train.model import RequestAwareModel
 from roolog.train.trainer import TrainConfig, load_checkpoint, model_config
+
+pytestmark = pytest.mark.slow
 
 SAMPLE_SCHEMA = os.path.join(REPO, "schemas", "sample.toml")
 
@@ -155,9 +159,16 @@ def test_metrics_against_brute_force():
 
 def test_smoke_passes_on_the_sample(sample_out, tmp_path):
     metrics = tmp_path / "metrics.jsonl"
-    for _ in range(2):
-        result = run_cli("train", sample_out, "--smoke", "--json", "--device", "cpu", "--metrics-file", str(metrics),
-                         "--save", str(tmp_path / "model"))  # the second run replaces the checkpoint
+    for busy in (False, True):  # the second run with every core busy: the same steps, the same AUC
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)
+                ] if busy else []
+        try:
+            result = run_cli("train", sample_out, "--smoke", "--json", "--device", "cpu", "--metrics-file",
+                             str(metrics), "--save", str(tmp_path / "model"))  # the second replaces the checkpoint
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
         assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["smoke"] == {"passed": True, "failures": []}
@@ -244,7 +255,9 @@ def test_impression_layout_and_workers_through_the_cli(sample_out):
     runs = {layout: json.loads(run_cli("train", sample_out, "--layout", layout, "--workers", "2", "--max-steps", "6",
                                        "--max-history", "7", "--device", "cpu", "--json", "--quiet").stdout)
             for layout in ("request", "impression")}
-    assert runs["request"]["eval"]["auc"] == pytest.approx(runs["impression"]["eval"]["auc"], abs=1e-6)
+    # the same model over the same batches: equal up to float rounding, whose order the layouts (and the
+    # threads of a busy machine) change; a real difference (a mis-broadcast request) is far above this
+    assert runs["request"]["eval"]["auc"] == pytest.approx(runs["impression"]["eval"]["auc"], abs=1e-4)
     assert runs["request"]["impressions_seen"] == runs["impression"]["impressions_seen"] > 0
     assert runs["impression"]["layout"] == "impression"
 

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import SAMPLE, roolog_exe, run_cli, shard_bytes
 
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")

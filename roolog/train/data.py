@@ -70,7 +70,7 @@ class JaggedBatch:
         return self._map(lambda t: t.pin_memory())
 
     def _map(self, fn) -> JaggedBatch:
-        out = {}
+        out: dict = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = [fn(t) for t in value] if isinstance(value, list) else \

@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import xxhash
 
 from ..errors import RoologError, UsageProblem
-from ..verify import check_shards
 from ..values import key_hashes, xxh64_u64
+from ..verify import check_shards
 
 TEXT_SEQUENCE_MIN_TOKENS = 4.0  # a string column averaging this many space-separated tokens is a sequence
 

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,9 @@ from .features import FeatureSpec, build_spec, shard_files
 from .metrics import click_metrics
 from .model import ModelConfig, RequestAwareModel
 
-SMOKE_SECONDS = 30.0  # training time a smoke run allows itself, eval excluded
-SMOKE_EPOCHS = 5  # ... and passes over the training requests, whichever ends first
+SMOKE_EPOCHS = 5  # a smoke run trains this many passes over the training requests ...
+SMOKE_MAX_STEPS = 200  # ... or this many steps, whichever is fewer: a budget of work, never of time
+SMOKE_SAFETY_SECONDS = 600.0  # only a safety stop: reaching it fails the smoke check as such
 SMOKE_AUC_MARGIN = 0.05  # a smoke run passes only above AUC 0.5 + this
 SMOKE_EVAL_IMPRESSIONS = 200_000  # a smoke run's eval and dense statistics stay bounded on big outputs
 SMOKE_STATS_REQUESTS = 200_000
@@ -172,16 +174,19 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     if cfg.embedding_dim % cfg.attention_heads:
         raise UsageProblem(f"--attention-heads {cfg.attention_heads} must divide --embedding-dim {cfg.embedding_dim}")
     _check_destinations(cfg)
-    if cfg.smoke:
-        cfg.time_limit = min(cfg.time_limit or SMOKE_SECONDS, SMOKE_SECONDS)
+    if cfg.smoke:  # the same steps, so the same verdict and AUC, on an idle and on a loaded machine
+        cfg.time_limit = min(cfg.time_limit or SMOKE_SAFETY_SECONDS, SMOKE_SAFETY_SECONDS)
         cfg.epochs = max(cfg.epochs, SMOKE_EPOCHS)
+        cfg.max_steps = min(cfg.max_steps or SMOKE_MAX_STEPS, SMOKE_MAX_STEPS)
     torch.manual_seed(cfg.seed)
+    if cfg.smoke:  # one CPU thread: float sums in one order, so the same AUC whatever else the machine runs
+        torch.set_num_threads(1)
     device = pick_device(cfg.device)
     spec = build_spec(out, cfg.label, cfg.exclude, cfg.buckets, cfg.positive_threshold, cfg.eval_percent,
                       stats_requests=SMOKE_STATS_REQUESTS if cfg.smoke else None)
     _, paths = shard_files(out)
-    common = dict(eval_percent=cfg.eval_percent, batch_impressions=cfg.batch_impressions,
-                  max_history=cfg.max_history, layout=cfg.layout, seed=cfg.seed)
+    common: dict[str, Any] = dict(eval_percent=cfg.eval_percent, batch_impressions=cfg.batch_impressions,
+                                  max_history=cfg.max_history, layout=cfg.layout, seed=cfg.seed)
     train_set = RequestDataset(paths, spec, split="train", shuffle=True, **common)
     eval_loader = _loader(RequestDataset(paths, spec, split="eval", **common), cfg, device)
     model = RequestAwareModel(model_config(spec, cfg)).to(device)
@@ -189,11 +194,11 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     losses, speed = [], _Throughput(cfg.warmup_steps)
     started = time.perf_counter()
     progress = bar(None, f"train ({cfg.layout} layout)", "batch", cfg.progress)
-    stop = False
+    stop = timed_out = False
     for epoch in range(cfg.epochs):
         train_set.set_epoch(epoch)
-        for batch in _loader(train_set, cfg, device):
-            batch: JaggedBatch = batch.to(device, non_blocking=True)
+        for loaded in _loader(train_set, cfg, device):
+            batch: JaggedBatch = loaded.to(device, non_blocking=True)
             with _autocast(device):
                 loss = _masked_loss(model(batch), batch.labels)
             if torch.isnan(loss):  # a batch with no known label
@@ -208,8 +213,8 @@ def _train(out: str, cfg: TrainConfig) -> dict:
             progress.update()
             progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
             elapsed = time.perf_counter() - started
-            stop = (cfg.max_steps is not None and len(losses) >= cfg.max_steps) or \
-                (cfg.time_limit is not None and elapsed >= cfg.time_limit)
+            timed_out = cfg.time_limit is not None and elapsed >= cfg.time_limit
+            stop = (cfg.max_steps is not None and len(losses) >= cfg.max_steps) or timed_out
             if stop:
                 break
         if stop:
@@ -222,6 +227,7 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     metrics = evaluate(model, eval_loader, device, SMOKE_EVAL_IMPRESSIONS if cfg.smoke else None)
     summary = {"output": out, "device": str(device), "layout": cfg.layout, "label": spec.label,
                "steps": len(losses), "epochs_started": epoch + 1, "train_seconds": train_seconds,
+               "stopped_by_time_limit": timed_out,
                "first_loss": losses[0], "last_loss": losses[-1], "loss_fell": loss_fell(losses),
                **speed_figures, "eval": metrics, "features": _feature_summary(spec)}
     if cfg.smoke:
@@ -237,6 +243,9 @@ def _train(out: str, cfg: TrainConfig) -> dict:
 
 def smoke_verdict(summary: dict) -> dict:
     failures = []
+    if summary.get("stopped_by_time_limit"):
+        failures.append(f"stopped by the time limit after {summary['steps']} steps, before its budget of "
+                        f"{SMOKE_EPOCHS} epochs or {SMOKE_MAX_STEPS} steps")
     if summary["steps"] < MIN_SMOKE_STEPS:
         failures.append(f"only {summary['steps']} training steps: too few to judge (the output is too small)")
     elif not summary["loss_fell"]:
