@@ -3,7 +3,7 @@
 import os
 import signal
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 if os.environ.get("ROOLOG_FAILPOINT") == "import":  # tests: Ctrl-C while the heavy modules import
     os.kill(os.getpid(), signal.SIGINT)

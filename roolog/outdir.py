@@ -172,6 +172,9 @@ class OutputFolder:
 
     def _claim(self, made_lock: bool) -> None:
         ledger = Ledger.load(self.out)
+        if ledger is None and os.path.exists(os.path.join(self.out, MANIFEST)):
+            raise UsageProblem(f"{self.out} was written by a roolog before 0.2, with no {LEDGER} listing which files "
+                               "are its own; convert into a new folder (or delete that one first)")
         if ledger is None:  # roolog never wrote here: only what this run just made is its own
             ledger = Ledger(self.out, {LOCK: "lock"} if made_lock else {})
         self.ledger = ledger

@@ -258,3 +258,14 @@ def test_a_failed_first_run_keeps_what_the_user_put_in_out_meanwhile(tmp_path, m
         roolog.convert([SAMPLE_PARQUET], str(out), key=("request_id",), progress=False)
     assert sorted(os.listdir(out)) == ["notes.txt"]  # roolog's own files gone, the user's kept
     assert (out / "notes.txt").read_text() == "written by the user while roolog ran"
+
+
+def test_an_output_of_an_older_roolog_without_a_ledger_is_refused_and_kept(tmp_path):
+    out = tmp_path / "out"
+    assert convert(SAMPLE_PARQUET, "-o", out, "--key", "request_id")[0] == 0
+    os.remove(out / ".roolog.json")  # as roolog 0.1 left its outputs
+    before = snapshot(tmp_path)
+    for extra in ((), ("--overwrite",)):
+        code, err = convert(SAMPLE_PARQUET, "-o", out, "--key", "request_id", *extra)
+        assert code == 2 and "before 0.2" in err
+    assert snapshot(tmp_path) == before
