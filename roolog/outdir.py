@@ -339,13 +339,16 @@ class OutputFolder:
 
 @contextlib.contextmanager
 def reading(out: str) -> Iterator[None]:
-    """Hold OUT's readers' lock shared while reading it: a run publishing into OUT waits for the readers,
-    and a reader that starts while a run publishes waits for it to finish. Outputs without the lock file
-    (read-only copies) are read as they are."""
-    path = os.path.join(out, READERS_LOCK)
+    """Hold OUT's readers' lock shared while reading it (or one partition of it): a run publishing into OUT
+    waits for the readers, and a reader that starts while a run publishes waits for it to finish. Outputs
+    without the lock file (read-only copies) are read as they are."""
+    candidates = [os.path.join(out, READERS_LOCK), os.path.join(os.path.dirname(os.path.abspath(out)), READERS_LOCK)]
+    path = next((p for p in candidates if os.path.isfile(p)), None)  # OUT, or OUT/ds=1/ of a partitioned OUT
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY) if path else None
     except OSError:
+        fd = None
+    if fd is None:
         yield
         return
     try:
