@@ -150,15 +150,21 @@ def fingerprint(files: list[InputFile]) -> list[dict]:
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (f.size, f.mtime_ns, f.ino):
             raise RoologError(f"{f.path}: the file changed while roolog read it (it was {f.size:,} bytes, now "
                               f"{st.st_size:,}); run again once it is complete")
-        inputs.append({"path": os.path.abspath(f.path), "bytes": f.size, "mtime": f.mtime, "xxh64": digest})
+        inputs.append({"path": os.path.abspath(f.path), "bytes": f.size, "mtime": f.mtime, "xxh64": digest,
+                       "stat": _stat(f)})
     return inputs
 
 
+def _stat(f: InputFile) -> dict[str, int]:
+    return {"mtime_ns": f.mtime_ns, "ctime_ns": f.ctime_ns, "ino": f.ino}
+
+
 def _unchanged(recorded: list[dict], files: list[InputFile]) -> bool:
-    """Same files, same sizes, and each with the same mtime or (touched only) the same content hash."""
+    """Same files, same sizes, and each with the same mtime, ctime and inode as when it was read, or else
+    (touched, copied) the same content hash. The ctime tells a rewrite whose mtime was put back."""
     if [r.get("path") for r in recorded] != [os.path.abspath(f.path) for f in files]:
         return False
-    return all(r.get("bytes") == f.size and (r.get("mtime") == f.mtime or r.get("xxh64") == file_xxh64(f.path))
+    return all(r.get("bytes") == f.size and (r.get("stat") == _stat(f) or r.get("xxh64") == file_xxh64(f.path))
                for r, f in zip(recorded, files, strict=True))
 
 

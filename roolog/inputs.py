@@ -45,6 +45,7 @@ class InputFile:
     mtime: float = 0.0
     mtime_ns: int = 0  # with `ino`: what tells, after reading, whether the file changed meanwhile
     ino: int = 0
+    ctime_ns: int = 0  # set by the system on every change: what tells a rewrite whose mtime was put back
 
 
 def _split_name(name: str) -> tuple[str | None, str | None]:
@@ -134,7 +135,7 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
             seen[st.st_dev, st.st_ino] = path
             partition = _hive_pairs(root, path) if root else ()
             files.append(InputFile(path, fmt, compression, partition, st.st_size, st.st_mtime, st.st_mtime_ns,
-                                   st.st_ino))
+                                   st.st_ino, st.st_ctime_ns))
     if not files:
         raise UsageProblem(f"no input files found in {' '.join(specs)}"
                            + (f" ({len(skipped)} of other formats skipped)" if skipped else ""))

@@ -111,7 +111,8 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
     if f.format == "jsonl":
         return TextPlan(_json_schema(f, opts, declared))
     newlines = opts.newlines_in_values or _quoted_line_break(f, opts.batch_bytes)
-    read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid)
+    # one thread: a threaded reader would parse blocks ahead that the peek never looks at
+    read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid, use_threads=False)
     with pcsv.open_csv(open_stream(f), read, parse, convert) as r:
         inferred = r.schema  # pyarrow's inference over the first block
     twice = sorted({n for n in inferred.names if inferred.names.count(n) > 1})
@@ -171,7 +172,7 @@ def _json_schema(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataTyp
 def _first_block(f: InputFile, opts: ReadOptions, types: dict[str, pa.DataType], on_invalid, newlines: bool,
                  columns: list[str] | None = None) -> pa.Table:
     """The file's first block (`columns` only, when given)."""
-    read, parse, convert = csv_options(f, opts, types, newlines=newlines, on_invalid=on_invalid)
+    read, parse, convert = csv_options(f, opts, types, newlines=newlines, on_invalid=on_invalid, use_threads=False)
     if columns is not None:
         convert.include_columns = columns
     with pcsv.open_csv(open_stream(f), read, parse, convert) as r:

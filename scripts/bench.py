@@ -100,7 +100,7 @@ def tool_commands(src: str, out: str, key: str, order: str, request: list[str], 
         "polars": [PY, "-c", POLARS, src, out + ".polars.parquet", key, order, *levels],
     }
     if src.endswith(".csv"):  # the cost of reading the file quote-aware, as a line break in a value makes it
-        commands["roolog --newlines-in-values"] = [*roolog[:3], out + ".roolog-nl", *roolog[4:],
+        commands["roolog --newlines-in-values"] = [*roolog[:4], out + ".roolog-nl", *roolog[5:],
                                                    "--newlines-in-values"]
     return commands
 

@@ -128,6 +128,9 @@ def test_infer_schema_shows_a_near_miss(tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if '"country"' in x)
     assert "varies in 1 of 208 requests" in line and "nearly constant" in line
+    for other in ('"pos"', '"clicked"'):  # they vary in every request: no near miss
+        line = next(x for x in proc.stdout.splitlines() if x.strip().startswith(other))
+        assert "varies in 208 of 208 requests" in line and "nearly constant" not in line, line
     assert 'order_by = "pos"' in proc.stdout and 'labels = ["clicked"]' in proc.stdout
 
 
