@@ -174,6 +174,13 @@ def _up_to_date(folder: OutputFolder, rel: str, files: list[InputFile], options:
     manifest = read_json(os.path.join(folder.out, rel, MANIFEST))
     if not manifest or manifest.get("options") != options or not _unchanged(manifest.get("inputs", []), files):
         return False
+    return _intact(folder, rel, manifest, log)
+
+
+def _intact(folder: OutputFolder, rel: str, manifest: dict, log) -> bool:
+    """Whether every shard the unit's manifest lists is at OUT/rel as written; says why when it is not."""
+    if not manifest:
+        return False
     prefix = f"{rel}/" if rel else ""
     for shard in manifest.get("shards", []):
         problem = folder.intact(prefix + shard["file"], shard["bytes"], shard["xxh64"])
@@ -291,9 +298,9 @@ def sample_requests(shards: Iterable[Iterable[pa.RecordBatch]], output, schema: 
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def partition_value(shards: Iterable[Iterable[pa.RecordBatch]], column: str | None) -> str | None:
-    """The value of a partition's column (one for all its rows), exactly, as base64 Arrow IPC: what
-    explode puts back (the folder name is only its text)."""
+def partition_value(shards: Iterable[Iterable[pa.RecordBatch]], column: str | None) -> dict | None:
+    """A partition's column and its value (one for all its rows) exactly, as base64 Arrow IPC: what explode
+    puts back (the folder name is only its text)."""
     if column is None:
         return None
     for runs_of_shard in shards:
@@ -303,7 +310,7 @@ def partition_value(shards: Iterable[Iterable[pa.RecordBatch]], column: str | No
                 sink = pa.BufferOutputStream()
                 with pa.ipc.new_stream(sink, one.schema) as writer:
                     writer.write_batch(one)
-                return base64.b64encode(sink.getvalue().to_pybytes()).decode()
+                return {"column": column, "value": base64.b64encode(sink.getvalue().to_pybytes()).decode()}
     return None
 
 
@@ -357,13 +364,11 @@ def unit_report(name: str | None, schema: pa.Schema, grouping: Grouping, input_b
 
 
 def unit_manifest(schema: pa.Schema, grouping: Grouping, declared: LogSchema | None, encodings: dict,
-                  inputs: list[dict], options: dict, shards: list[ShardInfo], partition: str | None = None) -> dict:
+                  inputs: list[dict], options: dict, shards: list[ShardInfo], partition: dict | None = None) -> dict:
     """A unit's _manifest.json (written last: it is what makes the unit a finished output). `partition` is
-    the value of the partition column (partition_value): the column is in `columns`, not in the shards."""
+    the record of the partition column (partition_value): the column is in `columns`, not in the shards."""
     levels = grouping.levels
-    column = None
-    if partition is not None:
-        column = pa.ipc.open_stream(base64.b64decode(partition)).schema.names[0]
+    column = partition["column"] if partition else None
     return {
         "format": MANIFEST_FORMAT,
         "roolog_version": __version__,
@@ -380,8 +385,8 @@ def unit_manifest(schema: pa.Schema, grouping: Grouping, declared: LogSchema | N
             "count_column": None if levels.impression else COUNT_COLUMN,
             "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
             "arrow_schema": schema_to_b64(schema),
-            "partition": None if column is None else {"column": column, "index": schema.names.index(column),
-                                                      "value": partition},
+            "partition": None if partition is None else {"column": column, "index": schema.names.index(column),
+                                                         "value": partition["value"]},
         },
         "encodings": encodings,
         "shards": shards_doc(shards),
@@ -550,7 +555,8 @@ def _convert_partitioned(run: _Run, files: list[InputFile], column: str) -> None
     # a data column: every input may hold every partition; the inputs decide for all partitions at once
     top = read_json(os.path.join(folder.out, MANIFEST))
     if not opts.force and top.get("options") == run.options and _unchanged(top.get("inputs", []), files) and all(
-            _up_to_date(folder, p["name"], files, run.options, opts.log) for p in top.get("partitions", [])):
+            _intact(folder, p["name"], read_json(os.path.join(folder.out, p["name"], MANIFEST)), opts.log)
+            for p in top.get("partitions", [])):
         opts.log("skipped", output=folder.out)
         run.skipped.extend(p["name"] for p in top.get("partitions", []))
         run.inputs = top["inputs"]

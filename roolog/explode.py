@@ -6,6 +6,7 @@ import base64
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -49,7 +50,7 @@ def _unit_batches(folder: str, manifest: dict) -> Iterator[pa.RecordBatch]:
         for batch in pq.ParquetFile(pa.BufferReader(open_shard(folder, shard))).iter_batches():
             rows = impression_rows(batch, stored, set(spec["impression"]), spec.get("count_column"))
             if partition:
-                column = take(value, pa.array([0] * rows.num_rows, pa.int64()))
+                column = take(value, repeat_indices(np.array([rows.num_rows])))  # the one value, per row
                 rows = pa.RecordBatch.from_arrays(
                     rows.columns[:partition["index"]] + [column] + rows.columns[partition["index"]:], schema=schema)
             yield rows

@@ -410,7 +410,7 @@ class _UnitWrite:
     encodings: dict
     folder: str
     partition: str | None  # the partition column (it lives in the folder's name, not in the shards)
-    partition_value: str | None
+    partition_value: dict | None  # its manifest record (convert.partition_value)
 
 
 def _requests(path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:

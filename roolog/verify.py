@@ -58,30 +58,28 @@ def units(out: str) -> list[tuple[str, dict]]:
     return [(folder, read_manifest(folder)) for folder in unit_folders(out)]
 
 
+def _checked(path: str, shard: dict) -> tuple[pa.Buffer | None, str | None]:
+    """The shard's bytes (one memory map) and what is wrong with them against its manifest record
+    (missing, size, xxh64), or None: the bytes hashed are the bytes handed out."""
+    if not os.path.isfile(path):
+        return None, "shard listed in the manifest is missing"
+    size = os.path.getsize(path)
+    if size != shard["bytes"]:
+        return None, f"shard has {size:,} bytes, the manifest records {shard['bytes']:,}"
+    with pa.memory_map(path) as mm:
+        data = mm.read_buffer()
+    if xxhash.xxh64(memoryview(data)).hexdigest() != shard["xxh64"]:
+        return None, "shard does not match the xxh64 in the manifest (changed or corrupted)"
+    return data, None
+
+
 def open_shard(folder: str, shard: dict) -> pa.Buffer:
     """The bytes of a shard listed in `folder`'s manifest, after checking its size and xxh64."""
     path = os.path.join(folder, shard["file"])
-    problem = shard_problem(path, shard)
-    if problem:
+    data, problem = _checked(path, shard)
+    if data is None:
         raise RoologError(f"{path}: {problem}; run roolog convert again to repair the output")
-    return _mapped(path)
-
-
-def _mapped(path: str) -> pa.Buffer:
-    with pa.memory_map(path) as mm:
-        return mm.read_buffer()
-
-
-def shard_problem(path: str, shard: dict) -> str | None:
-    """What is wrong with a shard against its manifest record (missing, size, xxh64), or None."""
-    if not os.path.isfile(path):
-        return "shard listed in the manifest is missing"
-    size = os.path.getsize(path)
-    if size != shard["bytes"]:
-        return f"shard has {size:,} bytes, the manifest records {shard['bytes']:,}"
-    if xxhash.xxh64(memoryview(_mapped(path))).hexdigest() != shard["xxh64"]:
-        return "shard does not match the xxh64 in the manifest (changed or corrupted)"
-    return None
+    return data
 
 
 def check_shards(out: str) -> list[tuple[str, dict]]:
@@ -89,10 +87,7 @@ def check_shards(out: str) -> list[tuple[str, dict]]:
     found = units(out)
     for folder, manifest in found:
         for shard in manifest["shards"]:
-            path = os.path.join(folder, shard["file"])
-            problem = shard_problem(path, shard)
-            if problem:
-                raise RoologError(f"{path}: {problem}; run roolog convert again to repair the output")
+            open_shard(folder, shard)
     return found
 
 
@@ -111,7 +106,7 @@ def verify(out: str) -> dict:
         for shard in manifest["shards"]:
             checked += 1
             path = os.path.join(folder, shard["file"])
-            problem = shard_problem(path, shard)
+            _, problem = _checked(path, shard)
             if problem:
                 problems.append(f"{path}: {problem}")
     top = read_json(os.path.join(out, MANIFEST))

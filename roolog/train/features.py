@@ -99,10 +99,11 @@ def _mean_tokens(arr: pa.ChunkedArray) -> float:
 
 def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = (), buckets: int = 1 << 18,
                positive_threshold: float | None = None, eval_percent: int = 10,
-               stats_requests: int | None = None) -> FeatureSpec:
+               stats_requests: int | None = None, shards: tuple[dict, list[str]] | None = None) -> FeatureSpec:
     """Features from the manifest's levels and the shards' types (kinds judged on the first row group);
-    dense statistics over all training requests, labels checked over all of them."""
-    manifest, paths = shard_files(out)
+    dense statistics over all training requests, labels checked over all of them. `shards`: what
+    shard_files(out) gave, when the caller has it already (each shard is hashed once)."""
+    manifest, paths = shards or shard_files(out)
     schema = manifest["schema"]
     key, impression = list(schema["key"]), set(schema["impression"])
     label = label or (schema.get("labels") or [None])[0]

@@ -182,9 +182,10 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     if cfg.smoke:  # one CPU thread: float sums in one order, so the same AUC whatever else the machine runs
         torch.set_num_threads(1)
     device = pick_device(cfg.device)
+    shards = shard_files(out)  # every shard checked against the manifest, once
     spec = build_spec(out, cfg.label, cfg.exclude, cfg.buckets, cfg.positive_threshold, cfg.eval_percent,
-                      stats_requests=SMOKE_STATS_REQUESTS if cfg.smoke else None)
-    _, paths = shard_files(out)
+                      stats_requests=SMOKE_STATS_REQUESTS if cfg.smoke else None, shards=shards)
+    paths = shards[1]
     common: dict[str, Any] = dict(eval_percent=cfg.eval_percent, batch_impressions=cfg.batch_impressions,
                                   max_history=cfg.max_history, layout=cfg.layout, seed=cfg.seed)
     train_set = RequestDataset(paths, spec, split="train", shuffle=True, **common)
