@@ -2,6 +2,7 @@
 roolog's modules (pyarrow, polars, numpy) are still importing, is one line and exit code 130, not a
 traceback (numpy even turns a KeyboardInterrupt inside its import into an ImportError)."""
 
+import gc
 import os
 import signal
 
@@ -16,4 +17,9 @@ def main() -> None:
     from roolog.cli import main as cli
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt again
-    cli()
+    try:
+        cli()
+    finally:
+        # Arrow readers that are garbage go now, while Arrow is whole: their threads outliving it into the
+        # interpreter's teardown can abort the process (apache/arrow#34314)
+        gc.collect()

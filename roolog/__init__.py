@@ -1,14 +1,55 @@
-"""roolog: impression-level recommendation logs -> request-level Parquet, losslessly, in bounded memory."""
+"""roolog: impression-level recommendation logs -> request-level Parquet, losslessly, in bounded memory.
 
+The public API (each name is imported when first used, so `import roolog` stays light):
+
+    convert(inputs, out, *, key, ...)      logs -> request-level shards in OUT, with manifest and report
+    explode(out, target)                   the exact inverse: OUT -> one Parquet file of impression rows
+    verify(out)                            every shard of OUT against its manifest (size and xxh64)
+    stats(paths, key)                      how much duplication raw logs or a converted OUT hold
+    read_manifest(out)                     an output's manifest as a typed record (UnitManifest, ...)
+    ReadOptions, OutputOptions, RunOptions the options of convert, as records
+    RoologError, UsageProblem              bad data (exit 1) and bad usage (exit 2)
+"""
+
+from __future__ import annotations
+
+import importlib
 import os
 import signal
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
 if os.environ.get("ROOLOG_FAILPOINT") == "import":  # tests: Ctrl-C while the heavy modules import
     os.kill(os.getpid(), signal.SIGINT)
 
-from .convert import convert  # noqa: E402
-from .explode import explode  # noqa: E402
+_PUBLIC = {
+    "convert": "roolog.driver", "explode": "roolog.inverse", "verify": "roolog.checks", "stats": "roolog.statistics",
+    "read_manifest": "roolog.manifest", "UnitManifest": "roolog.manifest", "PartitionedManifest": "roolog.manifest",
+    "ReadOptions": "roolog.inputs", "OutputOptions": "roolog.options", "RunOptions": "roolog.options",
+    "RoologError": "roolog.errors", "UsageProblem": "roolog.errors",
+}
+__all__ = ["__version__", "convert", "explode", "verify", "stats", "read_manifest", "UnitManifest",
+           "PartitionedManifest", "ReadOptions", "OutputOptions", "RunOptions", "RoologError", "UsageProblem"]
 
-__all__ = ["__version__", "convert", "explode"]
+if TYPE_CHECKING:
+    from .checks import verify
+    from .driver import convert
+    from .errors import RoologError, UsageProblem
+    from .inputs import ReadOptions
+    from .inverse import explode
+    from .manifest import PartitionedManifest, UnitManifest, read_manifest
+    from .options import OutputOptions, RunOptions
+    from .statistics import stats
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    raise AttributeError(f"module 'roolog' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -14,17 +14,17 @@ import pyarrow as pa
 
 from . import __version__
 from .arrow_types import TYPE_EXAMPLES, parse_type
-from .convert import convert as run_convert
+from .checks import verify as run_verify
+from .driver import convert as run_convert
 from .errors import RoologError, UsageProblem
-from .explode import explode as run_explode
 from .html import render as render_html
+from .inverse import explode as run_explode
 from .log import EventLog
 from .outdir import reading
 from .report import format_output_stats, format_raw_stats, format_summary, format_train_summary, nan_to_none
 from .sources import FORMATS, ReadOptions
-from .stats import infer_schema, stats_raw
-from .stats import stats as run_stats
-from .verify import verify as run_verify
+from .statistics import infer_schema, stats_raw
+from .statistics import stats as run_stats
 
 
 class Size(click.ParamType):

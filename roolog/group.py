@@ -18,16 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import RoologError
+from .keys import key_hashes, sortable_key
 from .schema import Levels
 from .sources import SourceBatch
 from .values import (
     adjacent_differs,
     as_list,
-    key_hashes,
     offsets_from_lengths,
     python_value,
     repeat_indices,
-    sortable_key,
     take,
     take_rows,
 )

@@ -14,7 +14,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageProblem
+from .errors import RoologError, UsageProblem
+from .manifest import InputRecord, file_xxh64
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 _SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
@@ -46,6 +47,9 @@ class InputFile:
     mtime_ns: int = 0  # with `ino`: what tells, after reading, whether the file changed meanwhile
     ino: int = 0
     ctime_ns: int = 0  # set by the system on every change: what tells a rewrite whose mtime was put back
+
+    def stat(self) -> dict[str, int]:
+        return {"mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns, "ino": self.ino}
 
 
 def _split_name(name: str) -> tuple[str | None, str | None]:
@@ -181,3 +185,17 @@ def _in_folder_or_glob(spec: str, out: str | None, input_format: str,
 def resolve_inputs(specs: list[str], input_format: str = "auto", output: str | None = None) -> list[InputFile]:
     """The input files of `specs` (find_inputs without the skipped ones)."""
     return find_inputs(specs, input_format, output).files
+
+
+def fingerprint(files: list[InputFile]) -> list[InputRecord]:
+    """What the manifest records of the inputs, taken after they were read: a file whose size, mtime or
+    inode is not what it was when the run listed it changed while it was read, and fails the run."""
+    inputs = []
+    for f in files:
+        digest = file_xxh64(f.path)
+        st = os.stat(f.path)
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (f.size, f.mtime_ns, f.ino):
+            raise RoologError(f"{f.path}: the file changed while roolog read it (it was {f.size:,} bytes, now "
+                              f"{st.st_size:,}); run again once it is complete")
+        inputs.append(InputRecord(os.path.abspath(f.path), f.size, f.mtime, digest, f.stat()))
+    return inputs

@@ -25,9 +25,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from .errors import OutputLocked, UsageProblem
-from .shards import MANIFEST, REPORT, failpoint, file_xxh64, write_json_atomic
+from .failpoint import failpoint
+from .manifest import LEDGER, MANIFEST, REPORT, file_xxh64, write_json_atomic
 
-LOCK, READERS_LOCK, LEDGER = ".roolog.lock", ".roolog.readers.lock", ".roolog.json"
+LOCK, READERS_LOCK = ".roolog.lock", ".roolog.readers.lock"
 LEDGER_TMP = LEDGER + ".tmp"  # the ledger's own temp name: listed in the ledger from its first version
 LEDGER_FORMAT = "roolog-ledger/1"
 TMP_PREFIX = ".roolog-tmp"
@@ -323,6 +324,17 @@ class OutputFolder:
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.join(self.out, rel))
                 self.ledger.drop([rel])
+
+    def published_partitions(self) -> list[str]:
+        """The partitions roolog has published in OUT: its own folders that hold its own manifest."""
+        return sorted(rel for rel, entry in self.ledger.entries.items()
+                      if entry == "dir" and "/" not in rel and self.ledger.owns(f"{rel}/{MANIFEST}"))
+
+    def read_scratch(self) -> str:
+        """Where readers unpack compressed Parquet inputs (they need random access): OUT's temp folder."""
+        scratch = os.path.join(self.tmp, "read")
+        os.makedirs(scratch, exist_ok=True)
+        return scratch
 
     def write_top(self, name: str, doc: dict) -> None:
         """A top-level JSON file of a partitioned OUT (its report or manifest), atomically and in the ledger."""

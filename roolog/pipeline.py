@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from .figures import add_column_bytes
 from .group import Grouping, StreamGrouper
-from .report import add_column_bytes
 from .schema import Levels
 from .spill import RunSpill
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from .arrow_types import parse_type
 from .errors import RoologError, UsageProblem
-from .values import KEY_TYPE_HINT, is_key_type
+from .keys import KEY_TYPE_HINT, is_key_type
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,46 +1,20 @@
-"""Request batches -> Parquet/zstd shards, and the JSON files (manifest, report) written beside them.
+"""Request batches -> one Parquet/zstd shard, in row groups whose cut depends only on the requests.
 
-Shards are written in OUT's temp folder and moved in at the end (roolog.outdir); `_manifest.json`
-(atomically renamed into place, last) is what makes OUT a finished output.
+Shards are written in OUT's temp folder and moved in at the end (roolog.outdir); what is recorded of each
+(ShardRecord) is in roolog.manifest.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import signal
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import xxhash
 
+from .manifest import ShardRecord, file_xxh64
 from .values import row_bytes
-
-MANIFEST, REPORT = "_manifest.json", "_report.json"
-MANIFEST_FORMAT = "roolog/2"  # 2: hive partition columns live in the path only; footers carry FOOTER_KEY
-FOOTER_KEY = b"roolog"  # the shards' Arrow schema metadata: key, order, request and impression columns
-COUNT_COLUMN = "__roolog_impressions"  # only when no column is impression-level: the rows per request
-
-
-@dataclass
-class ShardInfo:
-    file: str
-    requests: int
-    impressions: int
-    bytes: int
-    xxh64: str
-
-
-def file_xxh64(path: str) -> str:
-    h = xxhash.xxh64()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ShardWriter:
@@ -100,53 +74,10 @@ class ShardWriter:
             self._pending.result()  # an encoding error surfaces here
             self._pending = None
 
-    def close(self) -> ShardInfo:
+    def close(self) -> ShardRecord:
         self._flush()
         self._wait()
         self._encoder.shutdown()
         self._writer.close()
         name = os.path.basename(self.path)
-        return ShardInfo(name, self.requests, self.impressions, os.path.getsize(self.path), file_xxh64(self.path))
-
-
-def schema_to_b64(schema: pa.Schema) -> str:
-    return base64.b64encode(schema.serialize().to_pybytes()).decode()
-
-
-def schema_from_b64(text: str) -> pa.Schema:
-    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
-
-
-def write_json_atomic(path: str, doc: dict) -> None:
-    """Write `doc` beside `path` and rename it into place: a reader sees the old file or the new, whole."""
-    text = json.dumps(doc, indent=2, default=str) + "\n"
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text[: len(text) // 2])
-        if os.path.basename(path) == MANIFEST:
-            fh.flush()
-            failpoint("manifest")  # tests: killed halfway through a manifest's bytes
-        fh.write(text[len(text) // 2:])
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict:
-    """A JSON object from a file, or {} when it is missing or unreadable (then it is simply redone)."""
-    try:
-        with open(path) as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def failpoint(name: str) -> None:
-    """Crash tests: ROOLOG_FAILPOINT=name kills the process here, as a power cut or kill -9 would."""
-    if os.environ.get("ROOLOG_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def shards_doc(shards: list[ShardInfo]) -> list[dict]:
-    return [asdict(s) for s in shards]
+        return ShardRecord(name, self.requests, self.impressions, os.path.getsize(self.path), file_xxh64(self.path))

@@ -13,7 +13,7 @@ The local engine's pipeline is cut at its spill: the streaming half runs per inp
   4. driver   the unit's levels (a column that varied inside any request is impression-level) and the
               Parquet encodings, chosen on the first requests exactly as the local engine chooses them
   5. write    one task per shard: its requests, conformed to the final levels, through ShardWriter
-  6. driver   report and manifest (the local engine's functions); convert.py publishes them as usual
+  6. driver   the units made (roolog.engine.UnitResult); roolog.finish writes report and manifest
 
 A task writes each file under a task-attempt name in a folder of its own and commits it by rename, so a
 retried or speculative attempt never leaves a partial or duplicate file where the next step reads. Bad data
@@ -35,44 +35,30 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
 
 from . import errors
-from .convert import (
-    MAX_PARTITIONS,
-    fingerprint,
-    initial_levels,
-    output_layout,
-    partition_value,
-    read_scratch,
-    route_rows,
-    sample_requests,
-    shard_file,
-    too_many_partitions,
-    unit_manifest,
-    unit_report,
-    unit_settings,
-    write_shard,
-)
 from .encodings import choose_encodings
+from .engine import JobResult, UnitResult
 from .errors import RoologError
+from .figures import LengthHistogram, add_column_bytes
 from .group import SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
-from .report import LengthHistogram, add_column_bytes
-from .schema import Levels, LogSchema
-from .shards import MANIFEST, REPORT, ShardInfo, ShardWriter, write_json_atomic
-from .sources import InputFile, Source
+from .inputs import fingerprint
+from .layout import output_layout, partition_value, route_rows, sample_requests, shard_file, write_shard
+from .manifest import EngineInfo, ShardRecord, SpillFigures
+from .options import OutputOptions, RunOptions
+from .outdir import OutputFolder
+from .plan import MAX_PARTITIONS, Job, UnitSettings, too_many_partitions, unit_settings
+from .schema import Levels
+from .shards import ShardWriter
+from .sources import Source
 from .spill import RunSpill, split_by_shard
-
-if TYPE_CHECKING:
-    from .convert import _Run
 
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")  # the grouped requests between the group and write steps
 _META = -1  # the shard of a record that is not rows: a file's statistics or an error
@@ -157,25 +143,72 @@ def _cause(text: str) -> str:
     return found[-1].strip() if found else (text.strip().splitlines() or ["unknown error"])[0]
 
 
-# ---- what the tasks are told ---------------------------------------------------------------------------
+# ---- what the tasks are told, and what they tell back ---------------------------------------------------
 
 @dataclass(frozen=True)
-class _Plan:
+class _TaskPlan:
     """Everything a read or group task needs; shipped to the executors with the task."""
 
     source: Source  # the driver's: the input files, reading options and unified schema
-    key: tuple[str, ...]
-    order_by: str | None
-    declared: LogSchema | None
-    on_conflict: str
+    settings: UnitSettings  # key, order column, schema file, shard count
     drop_null_keys: bool
     route_by: str | None  # a column whose values are units, or None: every row to unit `name`
     name: str | None
-    n_shards: int
     partitions: int
     memory_limit: int
-    work: str  # OUT's temp folder/spark: the grouped requests and the attempts' files
+    work: str  # OUT's temp folder/spark-...: the grouped requests and the attempts' files
     failpoint: str | None  # tests: ROOLOG_SPARK_FAILPOINT=group|write[:always] fails tasks while they write
+
+    def grouping(self) -> Grouping:
+        schema = self.source.schema
+        return Grouping(schema, self.settings.key, self.settings.order_by, self.settings.initial_levels(schema))
+
+
+Moved = list[tuple[str, list[int]]]  # (column, position): when a grouping moved it to impression level
+
+
+@dataclass(frozen=True)
+class _BadData:
+    """Bad data a task met (sent back as a record, not raised: the driver raises the earliest)."""
+
+    message: str
+    error_class: str  # a class of roolog.errors
+    position: tuple[int, int]  # (0, file) while reading a file, (1, shard) while folding: the local order
+
+
+@dataclass(frozen=True)
+class _FileRead:
+    """What a read task found in its file, by unit."""
+
+    file: int
+    input_bytes: dict[str, dict[str, int]]
+    first: dict[str, list[int]]  # where each unit's first row is (file, row, place in batch)
+    moved: dict[str, Moved]
+    dropped: int
+
+
+@dataclass(frozen=True)
+class _ShardGrouped:
+    """What a group task did with one shard of one unit."""
+
+    unit: str
+    shard: int
+    requests: int
+    moved: Moved
+    error: _BadData | None
+    spill: SpillFigures
+
+
+@dataclass(frozen=True)
+class _ShardWritten:
+    unit: str
+    shard: int
+    info: ShardRecord
+    lengths: list[int]  # requests per impression count
+    output_bytes: dict[str, int]
+
+
+_Record = _BadData | _FileRead | _ShardGrouped  # what the group job collects
 
 
 def _unit_id(name: str | None) -> str:
@@ -213,10 +246,8 @@ def _local_dir() -> str | None:
     return dirs[0] if dirs else None
 
 
-def _error_record(err: RoologError, position: tuple[int, int]) -> dict:
-    """Bad data as a record. Position: (0, file) while reading a file, (1, shard) while folding: the order
-    in which the local engine meets them (file after file, then shard after shard)."""
-    return {"kind": "error", "message": str(err), "class": type(err).__name__, "position": list(position)}
+def _bad_data(err: RoologError, position: tuple[int, int]) -> _BadData:
+    return _BadData(str(err), type(err).__name__, position)
 
 
 # ---- 1. read: one input file -> its requests (runs), in pieces by shard --------------------------------
@@ -227,7 +258,7 @@ class _Moves:
 
     def __init__(self, levels: Levels, first: int):
         self.levels, self.first, self.known = levels, first, len(levels.impression)
-        self.moved: list[tuple[str, list[int]]] = []
+        self.moved: Moved = []
 
     def note(self) -> None:
         for col in self.levels.impression[self.known:]:
@@ -239,20 +270,18 @@ class _FileGrouper:
     """The local engine's streaming step over one file (one per unit the rows go to): the same batches, the
     same runs and the same checks, so the same error at the same place."""
 
-    def __init__(self, plan: _Plan, index: int):
+    def __init__(self, plan: _TaskPlan, index: int):
         self.plan, self.index = plan, index
         self.streams: dict[str, tuple[StreamGrouper, _Moves]] = {}
         self.input_bytes: dict[str, dict[str, int]] = {}
-        self.first: dict[str, list[int]] = {}  # where each unit's first row is (file, row, place in batch)
+        self.first: dict[str, list[int]] = {}
 
     def stream(self, unit: str) -> tuple[StreamGrouper, _Moves]:
         if unit not in self.streams:
-            plan = self.plan
-            levels = initial_levels(plan.declared, plan.source.schema, plan.key, plan.on_conflict)
-            streamer = StreamGrouper(Grouping(plan.source.schema, plan.key, plan.order_by, levels),
-                                     carry_bytes=max(1 << 20, plan.memory_limit // 4))  # as RequestPipeline
+            grouping = self.plan.grouping()
+            streamer = StreamGrouper(grouping, carry_bytes=max(1 << 20, self.plan.memory_limit // 4))  # as local
             streamer.rows_seen = self.index << _FILE_BITS  # input positions of all files in one int64
-            self.streams[unit] = (streamer, _Moves(levels, self.index))
+            self.streams[unit] = (streamer, _Moves(grouping.levels, self.index))
         return self.streams[unit]
 
     def feed(self, sb, batch: pa.RecordBatch, where: str) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -272,17 +301,17 @@ class _FileGrouper:
             moves.note()
 
 
-def _read_file(plan: _Plan, index: int) -> Iterator[tuple[tuple, bytes | dict]]:
+def _read_file(plan: _TaskPlan, index: int) -> Iterator[tuple[tuple, bytes | _Record]]:
     """One input file -> its runs as pieces ((unit, shard, input position of the first run), Arrow IPC
-    bytes) in input order, then a record (a dict) of what the file held, after the error that stopped it
-    if one did (the local engine would have stopped there too)."""
+    bytes) in input order, then a record of what the file held, after the error that stopped it if one did
+    (the local engine would have stopped there too)."""
     source = copy.copy(plan.source)
     source.files = [plan.source.files[index]]
     grouper = _FileGrouper(plan, index)
     dropped = 0
     try:
         for sb in source.batches():
-            batch, n_null = null_keys_dropped(sb, plan.key, plan.drop_null_keys)
+            batch, n_null = null_keys_dropped(sb, plan.settings.key, plan.drop_null_keys)
             dropped += n_null
             where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"
             for unit, runs in grouper.feed(sb, batch, where):
@@ -290,16 +319,15 @@ def _read_file(plan: _Plan, index: int) -> Iterator[tuple[tuple, bytes | dict]]:
         for unit, runs in grouper.flush():
             yield from _pieces(plan, unit, runs)
     except RoologError as err:
-        yield ("", _META, index), _error_record(err, (0, index))
+        yield ("", _META, index), _bad_data(err, (0, index))
     moved = {unit: moves.moved for unit, (_, moves) in grouper.streams.items()}
-    yield ("", _META, index), {"kind": "read", "file": index, "input_bytes": grouper.input_bytes,
-                               "first": grouper.first, "moved": moved, "dropped": dropped}
+    yield ("", _META, index), _FileRead(index, grouper.input_bytes, grouper.first, moved, dropped)
 
 
-def _pieces(plan: _Plan, unit: str, runs: pa.RecordBatch) -> Iterator[tuple[tuple, bytes]]:
+def _pieces(plan: _TaskPlan, unit: str, runs: pa.RecordBatch) -> Iterator[tuple[tuple, bytes]]:
     """Run batches split by shard = xxh64(key) mod N (the key hash each run carries), as the local
     engine's spill splits them; each piece keyed by the input position of its first run."""
-    for s, piece in split_by_shard(runs, plan.n_shards):
+    for s, piece in split_by_shard(runs, plan.settings.n_shards):
         yield (unit, s, int(piece.column(SEQ_COL)[0].as_py())), _to_ipc(piece)
 
 
@@ -314,7 +342,7 @@ def _from_ipc(data: bytes) -> pa.RecordBatch:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
 
 
-def _partition_of(plan: _Plan, key: tuple) -> int:
+def _partition_of(plan: _TaskPlan, key: tuple) -> int:
     """The Spark partition of a piece: its shard when the run has one unit (a partition per shard), else a
     stable hash of (unit, shard). Records that are not rows all go to partition 0."""
     unit, shard = key[0], key[1]
@@ -331,12 +359,10 @@ class _ShardGrouper:
     """One shard's runs, in input order, through the local engine's spill and fold: requests whose rows
     were scattered (in a file, or over files) become one run each."""
 
-    def __init__(self, plan: _Plan, unit: str, shard: int):
+    def __init__(self, plan: _TaskPlan, unit: str, shard: int):
         self.plan, self.unit, self.shard = plan, unit, shard
         self.scratch = tempfile.mkdtemp(prefix="roolog-spark-spill-", dir=_local_dir())
-        schema = plan.source.schema
-        self.grouping = Grouping(schema, plan.key, plan.order_by,
-                                 initial_levels(plan.declared, schema, plan.key, plan.on_conflict))
+        self.grouping = plan.grouping()
         self.spill = RunSpill(self.scratch, 1)
 
     def feed(self, data: bytes) -> None:
@@ -346,7 +372,7 @@ class _ShardGrouper:
                 self.grouping.levels.demote(col)
         self.spill.write(self.grouping.conform(runs))  # one schema, so the spill does not start a file per flip
 
-    def finish(self) -> dict:
+    def finish(self) -> _ShardGrouped:
         """Fold scattered requests and write the shard's requests (committed by rename); its record."""
         try:
             self.spill.close()
@@ -355,13 +381,13 @@ class _ShardGrouper:
                 self.spill.fold(0, self.grouping, max_bytes=self.plan.memory_limit // 6)
             except RoologError as err:  # (the local engine's spill partition of this shard is the shard)
                 err.args = (str(err).replace("(spill partition 0)", f"(spill partition {self.shard})"),)
-                error = _error_record(err, (1, self.shard))
+                error = _bad_data(err, (1, self.shard))
             moves.note()
             if error is None:
                 requests = self._write_requests()
-            return {"kind": "shard", "unit": self.unit, "shard": self.shard, "requests": requests,
-                    "moved": [(col, [_FOLD, self.shard, i]) for i, (col, _) in enumerate(moves.moved)],
-                    "error": error, "spill": {"bytes": self.spill.bytes_written, "most_parts": self.spill.most_parts}}
+            return _ShardGrouped(self.unit, self.shard, requests,
+                                 [(col, [_FOLD, self.shard, i]) for i, (col, _) in enumerate(moves.moved)], error,
+                                 SpillFigures(self.spill.bytes_written, self.spill.most_parts))
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -384,18 +410,18 @@ class _ShardGrouper:
         return requests
 
 
-def _group_partition(plan: _Plan, pieces: Iterable[tuple[tuple, bytes | dict]]) -> Iterator[dict]:
+def _group_partition(plan: _TaskPlan, pieces: Iterable[tuple[tuple, bytes | _Record]]) -> Iterator[_Record]:
     """A sorted Spark partition -> a record per shard it holds (records of the read step pass through)."""
     current: _ShardGrouper | None = None
     for (unit, shard, _), value in pieces:
-        if shard == _META:  # a file's statistics or an error, not rows
-            yield cast(dict, value)
+        if not isinstance(value, bytes):  # a file's statistics or an error, not rows
+            yield value
             continue
         if current is None or (current.unit, current.shard) != (unit, shard):
             if current is not None:
                 yield current.finish()
             current = _ShardGrouper(plan, unit, shard)
-        current.feed(cast(bytes, value))
+        current.feed(value)
     if current is not None:
         yield current.finish()
 
@@ -410,7 +436,7 @@ class _UnitWrite:
     encodings: dict
     folder: str
     partition: str | None  # the partition column (it lives in the folder's name, not in the shards)
-    partition_value: dict | None  # its manifest record (convert.partition_value)
+    partition_value: str | None  # its one value (layout.partition_value)
 
 
 def _requests(path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
@@ -423,7 +449,7 @@ def _requests(path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
 
 
 def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int, row_group_bytes: int,
-                failpoint: str | None, task: tuple[str, int]) -> dict:
+                failpoint: str | None, task: tuple[str, int]) -> _ShardWritten:
     unit, shard = task
     u = units[unit]
     schema, output = output_layout(u.grouping, u.partition)
@@ -443,8 +469,8 @@ def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int,
     except BaseException:
         _remove(attempt)
         raise
-    return {"unit": unit, "shard": shard, "info": replace(info, file=os.path.basename(final)),
-            "lengths": lengths.counts.tolist(), "output_bytes": output_bytes}
+    return _ShardWritten(unit, shard, replace(info, file=os.path.basename(final)), lengths.counts.tolist(),
+                         output_bytes)
 
 
 def _remove(path: str) -> None:
@@ -454,72 +480,92 @@ def _remove(path: str) -> None:
 
 # ---- the driver ----------------------------------------------------------------------------------------
 
-def convert_units(run: _Run, files: list[InputFile], route_by: str | None, name: str | None) -> list[str | None]:
-    """convert.py's _Run.convert on Spark: the units read from `files`, each finished in its folder in OUT's
-    temp folder (shards, report, manifest last) for convert.py to publish; returns their names."""
-    work = tempfile.mkdtemp(prefix="spark-", dir=run.folder.tmp)  # this call's grouped requests and attempts
-    os.makedirs(os.path.join(work, "attempts"))
-    try:
-        return _convert_units(run, files, route_by, name, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+class SparkEngine:
+    """Makes a job's units with Spark tasks (roolog.engine.Engine): the local engine's bytes."""
+
+    def __init__(self, folder: OutputFolder, output: OutputOptions, run: RunOptions):
+        self.folder, self.output, self.run = folder, output, run
+
+    def convert(self, job: Job) -> JobResult:
+        work = tempfile.mkdtemp(prefix="spark-", dir=self.folder.tmp)  # this job's grouped requests and attempts
+        os.makedirs(os.path.join(work, "attempts"))
+        try:
+            return self._convert(job, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _convert(self, job: Job, work: str) -> JobResult:
+        files, output = list(job.files), self.output
+        with Source(files, output.read, self.folder.read_scratch()) as source:
+            settings = unit_settings(output, source, job.route_by)
+            sc = spark_session(self.run.spark_master).sparkContext
+            if self.run.spark_master and sc.master != self.run.spark_master:
+                self.run.log("warning", message=f"Spark is already running on {sc.master}; --spark-master is ignored")
+            n_shards = settings.n_shards
+            partitions = n_shards if job.route_by is None else max(n_shards, 2 * sc.defaultParallelism)
+            plan = _TaskPlan(source, settings, output.drop_null_keys, job.route_by, job.name, partitions,
+                             self.run.memory_limit, work, os.environ.get("ROOLOG_SPARK_FAILPOINT"))
+            records = _run_job(lambda: _group_job(sc, plan, len(files)))
+            _raise_earliest_error(records)
+            reads = [r for r in records if isinstance(r, _FileRead)]
+            grouped = [r for r in records if isinstance(r, _ShardGrouped)]
+            units = _units(reads, job.name, job.route_by)
+            writes = {unit: self._plan_unit(plan, unit, job.partition_column if unit else None,
+                                            [m for r in reads for m in r.moved.get(unit, [])]
+                                            + [m for r in grouped if r.unit == unit for m in r.moved])
+                      for unit in units}
+            tasks = [(unit, s) for unit in units for s in range(n_shards)]
+            write = partial(_write_task, writes, work, output.compression_level, output.row_group_bytes,
+                            plan.failpoint)
+            written = _run_job(lambda: sc.parallelize(tasks, len(tasks)).map(write).collect())
+            inputs = fingerprint(files)
+            dropped = sum(r.dropped for r in reads)
+            made = [_unit_result(unit, writes[unit], settings, source.schema, reads,
+                                 [r for r in grouped if r.unit == unit],
+                                 sorted((w for w in written if w.unit == unit), key=lambda w: w.shard),
+                                 dropped if len(units) == 1 else 0, sc.master)
+                    for unit in units]
+            return JobResult(made, inputs, dropped)
+
+    def _plan_unit(self, plan: _TaskPlan, unit: str, partition: str | None, moved: Moved) -> _UnitWrite:
+        """Step 4 for one unit: its final levels, and the encodings chosen on its first requests."""
+        grouping = plan.grouping()
+        # a column that varied inside a request anywhere is impression-level; demoted in the order the local
+        # engine would have met them (file after file, then shard after shard): the order the report lists
+        for _, col in sorted((position, col) for col, position in moved):
+            if col in grouping.levels.request:
+                grouping.levels.demote(col)
+        out_schema, output = output_layout(grouping, partition)
+        shards = range(plan.settings.n_shards)
+        requests = (_requests(_runs_path(plan.work, unit, s), grouping) for s in shards)
+        encodings = choose_encodings(sample_requests(requests, output, out_schema), self.output.compression_level)
+        value = partition_value((_requests(_runs_path(plan.work, unit, s), grouping) for s in shards), partition)
+        folder = self.folder.unit_path(unit or "_flat")
+        os.makedirs(folder)
+        return _UnitWrite(grouping, encodings, folder, partition, value)
 
 
-def _convert_units(run: _Run, files: list[InputFile], route_by: str | None, name: str | None,
-                   work: str) -> list[str | None]:
-    opts = run.opts
-    with Source(files, opts.read, read_scratch(run.folder)) as source:
-        declared, key, order_by, n_shards = unit_settings(opts, source, route_by)
-        sc = spark_session(opts.spark_master).sparkContext
-        if opts.spark_master and sc.master != opts.spark_master:
-            opts.log("warning", message=f"Spark is already running on {sc.master}; --spark-master is ignored")
-        partitions = n_shards if route_by is None else max(n_shards, 2 * sc.defaultParallelism)
-        plan = _Plan(source, key, order_by, declared, opts.on_conflict, opts.drop_null_keys, route_by, name,
-                     n_shards, partitions, opts.memory_limit, work, os.environ.get("ROOLOG_SPARK_FAILPOINT"))
-        records = _run_job(lambda: _group_job(sc, plan, len(files)))
-        _raise_earliest_error(records)
-        reads = [r for r in records if r["kind"] == "read"]
-        units = _units(reads, name, route_by)
-        shards = [r for r in records if r["kind"] == "shard"]
-        writes = {unit: _plan_unit(run, plan, unit, [m for r in reads for m in r["moved"].get(unit, [])]
-                                   + [m for r in shards if r["unit"] == unit for m in r["moved"]])
-                  for unit in units}
-        tasks = [(unit, s) for unit in units for s in range(n_shards)]
-        write = partial(_write_task, writes, work, opts.compression_level, opts.row_group_bytes, plan.failpoint)
-        written = _run_job(lambda: sc.parallelize(tasks, len(tasks)).map(write).collect())
-        run.inputs = fingerprint(files)
-        dropped = sum(r["dropped"] for r in reads)
-        for unit in units:
-            grouped = [r for r in records if r["kind"] == "shard" and r["unit"] == unit]
-            mine = sorted((w for w in written if w["unit"] == unit), key=lambda w: w["shard"])
-            report = _finish_unit(run, unit, writes[unit], declared, files, reads, grouped, mine,
-                                  dropped if len(units) == 1 else 0, sc.master)
-            run.unit_done(unit or None, report)
-        run.rows_dropped(dropped)
-        return [unit or None for unit in units]
-
-
-def _group_job(sc, plan: _Plan, n_files: int) -> list[dict]:
+def _group_job(sc, plan: _TaskPlan, n_files: int) -> list[_Record]:
     """Steps 1 to 3 as one Spark job; returns the records of the read and group tasks."""
     pieces = sc.parallelize(range(n_files), n_files).flatMap(partial(_read_file, plan))
     by_shard = pieces.repartitionAndSortWithinPartitions(plan.partitions, partial(_partition_of, plan))
     return by_shard.mapPartitions(partial(_group_partition, plan)).collect()
 
 
-def _raise_earliest_error(records: list[dict]) -> None:
+def _raise_earliest_error(records: list[_Record]) -> None:
     """Bad data found by the tasks: the error the local engine would have met first."""
-    found = [r for r in records if r["kind"] == "error"]
-    found += [r["error"] for r in records if r["kind"] == "shard" and r["error"]]
+    found = [r for r in records if isinstance(r, _BadData)]
+    found += [r.error for r in records if isinstance(r, _ShardGrouped) and r.error]
     if found:
-        first = min(found, key=lambda r: r["position"])
-        raise getattr(errors, first["class"], RoologError)(first["message"])
+        first = min(found, key=lambda r: r.position)
+        raise getattr(errors, first.error_class, RoologError)(first.message)
 
 
-def _units(reads: list[dict], name: str | None, route_by: str | None) -> list[str]:
+def _units(reads: list[_FileRead], name: str | None, route_by: str | None) -> list[str]:
     """The units the rows went to, in the order of their first rows (the local engine's order)."""
     first: dict[str, list[int]] = {}
     for r in reads:
-        for unit, position in r["first"].items():
+        for unit, position in r.first.items():
             first[unit] = min(first.get(unit, position), position)
     if route_by is None or not first:
         return [_unit_id(name)]
@@ -528,48 +574,19 @@ def _units(reads: list[dict], name: str | None, route_by: str | None) -> list[st
     return sorted(first, key=lambda u: first[u])
 
 
-def _plan_unit(run: _Run, plan: _Plan, unit: str, moved: list[tuple[str, list[int]]]) -> _UnitWrite:
-    """Step 4 for one unit: its final levels, and the encodings chosen on its first requests."""
-    schema = plan.source.schema
-    levels = initial_levels(plan.declared, schema, plan.key, plan.on_conflict)
-    # a column that varied inside a request anywhere is impression-level; demoted in the order the local
-    # engine would have met them (file after file, then shard after shard): the order the report lists
-    for _, col in sorted((position, col) for col, position in moved):
-        if col in levels.request:
-            levels.demote(col)
-    grouping = Grouping(schema, plan.key, plan.order_by, levels)
-    partition = run.partition_column if unit else None
-    out_schema, output = output_layout(grouping, partition)
-    requests = (_requests(_runs_path(plan.work, unit, s), grouping) for s in range(plan.n_shards))
-    encodings = choose_encodings(sample_requests(requests, output, out_schema), run.opts.compression_level)
-    value = partition_value((_requests(_runs_path(plan.work, unit, s), grouping) for s in range(plan.n_shards)),
-                            partition)
-    folder = run.folder.unit_path(unit or "_flat")
-    os.makedirs(folder)
-    return _UnitWrite(grouping, encodings, folder, partition, value)
-
-
-def _finish_unit(run: _Run, unit: str, write: _UnitWrite, declared: LogSchema | None, files: list[InputFile],
-                 reads: list[dict], grouped: list[dict], written: list[dict], null_key_rows: int,
-                 master: str) -> dict:
-    """Step 6: the unit's report and manifest, written into its folder (manifest last); returns the report."""
-    grouping = write.grouping
+def _unit_result(unit: str, write: _UnitWrite, settings: UnitSettings, schema: pa.Schema, reads: list[_FileRead],
+                 grouped: list[_ShardGrouped], written: list[_ShardWritten], null_key_rows: int,
+                 master: str) -> UnitResult:
+    """Step 6: what the tasks measured of one unit, summed."""
     lengths = LengthHistogram()
     for w in written:
-        lengths.add_counts(np.asarray(w["lengths"], dtype=np.int64))
-    output_bytes = _sum_counts(w["output_bytes"] for w in written)
-    input_bytes = dict.fromkeys(grouping.schema.names, 0) | _sum_counts(r["input_bytes"].get(unit, {}) for r in reads)
-    spill = {"bytes": sum(r["spill"]["bytes"] for r in grouped),
-             "most_parts": max([r["spill"]["most_parts"] for r in grouped] or [1])}
-    shards: list[ShardInfo] = [w["info"] for w in written]
-    report = unit_report(unit or None, grouping.schema, grouping, input_bytes, spill, null_key_rows, files, shards,
-                         lengths, output_bytes, write.folder, time.perf_counter() - run.started, write.partition)
-    report["engine"] = {"name": "spark", "master": master}
-    write_json_atomic(os.path.join(write.folder, REPORT), report)
-    manifest = unit_manifest(grouping.schema, grouping, declared, write.encodings, run.inputs, run.options, shards,
-                             write.partition_value)
-    write_json_atomic(os.path.join(write.folder, MANIFEST), manifest)
-    return report
+        lengths.add_counts(np.asarray(w.lengths, dtype=np.int64))
+    output_bytes = _sum_counts(w.output_bytes for w in written)
+    input_bytes = dict.fromkeys(schema.names, 0) | _sum_counts(r.input_bytes.get(unit, {}) for r in reads)
+    spill = SpillFigures(sum(r.spill.bytes for r in grouped), max([r.spill.most_parts for r in grouped] or [1]))
+    return UnitResult(unit or None, write.folder, schema, write.grouping, settings.declared, write.encodings,
+                      [w.info for w in written], lengths, input_bytes, output_bytes, spill, write.partition,
+                      write.partition_value, null_key_rows, EngineInfo("spark", master))
 
 
 def _sum_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_same_rows, roundtrip, row_multiset
+from helpers import assert_same_rows, roundtrip, row_multiset
 
 import roolog
 from roolog.sources import ReadOptions
@@ -125,7 +125,7 @@ def test_no_impression_level_column_keeps_the_row_count(tmp_path):
 
 
 def test_shard_is_xxh64_of_the_key_mod_n(logs, tmp_path):
-    from roolog.values import key_hashes
+    from roolog.keys import key_hashes
 
     folder, _ = logs
     roolog.convert([str(folder / "contiguous.parquet")], str(tmp_path / "o"), key=("request_id",), shards=4,

@@ -5,12 +5,12 @@ import os
 
 import polars as pl
 import pytest
-from conftest import LTR, MIND, SAMPLE, TRIVAGO, run_cli
+from helpers import LTR, MIND, SAMPLE, TRIVAGO, run_cli
 from test_real_logs import LTR_REAL_QUERY_FEATURES, TRIVAGO_REQUEST
 
 import roolog
 from roolog.schema import load_schema
-from roolog.stats import stats_output, stats_raw
+from roolog.statistics import stats_output, stats_raw
 
 LOGS = {  # path, key, requests (SOURCE.md), request-level columns (SOURCE.md)
     "mind": (os.path.join(MIND, "impressions_exploded.parquet"), ("impression_id",), 5000,

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import LTR, MIND, REPO, SAMPLE, TRIVAGO, run_cli
+from helpers import LTR, MIND, REPO, SAMPLE, TRIVAGO, run_cli
 from torch.utils.data import DataLoader
 
 import roolog
@@ -120,7 +120,7 @@ def test_every_impression_once_per_epoch_across_workers(sample_out, workers):
             assert got == first  # the same impressions each epoch...
         assert orders[0] != orders[1]  # ...in a new order
         everything += first
-    assert sum(everything.values()) == sum(s["impressions"] for s in manifest["shards"]) == 20_007
+    assert sum(everything.values()) == sum(s.impressions for s in manifest.shards) == 20_007
     single = _impressions(RequestDataset(paths, spec, batch_impressions=10_000))
     assert everything == single
 

@@ -7,7 +7,8 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roolog.values import adjacent_differs, key_hashes, pairwise_differs, take, take_rows, xxh64_u64
+from roolog.keys import key_hashes, xxh64_u64
+from roolog.values import adjacent_differs, pairwise_differs, take, take_rows
 
 CASES = [
     pa.array([0.0, -0.0, float("nan"), float("nan"), None, None, 1.0]),

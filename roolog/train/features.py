@@ -22,9 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from ..checks import check_shards
 from ..errors import RoologError, UsageProblem
-from ..values import key_hashes, xxh64_u64
-from ..verify import check_shards
+from ..keys import key_hashes, xxh64_u64
+from ..manifest import UnitManifest
 
 TEXT_SEQUENCE_MIN_TOKENS = 4.0  # a string column averaging this many space-separated tokens is a sequence
 
@@ -59,14 +60,14 @@ class FeatureSpec:
         return cls(**doc)
 
 
-def shard_files(out: str) -> tuple[dict, list[str]]:
+def shard_files(out: str) -> tuple[UnitManifest, list[str]]:
     """The first unit's manifest and every shard path of the output (all partitions)."""
     if not os.path.isdir(out):
         raise UsageProblem(f"{out}: no such folder (give the OUT folder of `roolog convert`)")
     manifests = check_shards(out)  # every shard's size and xxh64 against its manifest, before training
     if not manifests:
         raise RoologError(f"{out}: the output has no partitions")
-    paths = [os.path.join(folder, s["file"]) for folder, m in manifests for s in m["shards"]]
+    paths = [os.path.join(folder, s.file) for folder, m in manifests for s in m.shards]
     return manifests[0][1], paths
 
 
@@ -99,20 +100,20 @@ def _mean_tokens(arr: pa.ChunkedArray) -> float:
 
 def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = (), buckets: int = 1 << 18,
                positive_threshold: float | None = None, eval_percent: int = 10,
-               stats_requests: int | None = None, shards: tuple[dict, list[str]] | None = None) -> FeatureSpec:
+               stats_requests: int | None = None, shards: tuple[UnitManifest, list[str]] | None = None) -> FeatureSpec:
     """Features from the manifest's levels and the shards' types (kinds judged on the first row group);
     dense statistics over all training requests, labels checked over all of them. `shards`: what
     shard_files(out) gave, when the caller has it already (each shard is hashed once)."""
     manifest, paths = shards or shard_files(out)
-    schema = manifest["schema"]
-    key, impression = list(schema["key"]), set(schema["impression"])
-    label = label or (schema.get("labels") or [None])[0]
+    schema = manifest.schema
+    key, impression = list(schema.key), set(schema.impression)
+    label = label or next(iter(schema.labels), None)
     if not label:
         raise UsageProblem("no label: the schema lists no `labels`; name one with --label COLUMN")
     if label not in impression:
-        where = "a request-level column" if label in schema["request"] else "not a column of this output"
+        where = "a request-level column" if label in schema.request else "not a column of this output"
         raise UsageProblem(f"label {label!r} is {where}; it must be impression-level (one value per impression)")
-    unknown = sorted(set(exclude) - set(schema["request"]) - impression - set(key))
+    unknown = sorted(set(exclude) - set(schema.request) - impression - set(key))
     if unknown:
         raise UsageProblem(f"--exclude names unknown column(s): {', '.join(unknown)}")
     if not paths:
@@ -136,7 +137,7 @@ def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = ()
         else:
             target = spec.request_ids if _is_id(t) else spec.request_dense if _is_dense(t) else None
         (spec.skipped if target is None else target).append(name)
-    order_by = schema.get("order_by")
+    order_by = schema.order_by
     if order_by in spec.impression_ids:  # a rank is ordinal as well: its value is a dense feature too
         spec.impression_dense.append(order_by)
     _fit_dense_stats(spec, paths, impression, eval_percent, stats_requests)

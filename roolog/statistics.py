@@ -20,19 +20,19 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .arrow_types import parse_type
+from .checks import check_shards
 from .encodings import choose_encodings
 from .errors import RoologError, UsageProblem
-from .explode import impression_rows
+from .figures import LengthHistogram, on_disk_column_bytes, ratio
 from .group import N_COL, null_keys_dropped
-from .outdir import LEDGER, reading
+from .inverse import impression_rows
+from .manifest import LEDGER, MANIFEST, REPORT, PartitionedManifest, UnitManifest, read_json, read_manifest
+from .outdir import reading
 from .pipeline import RequestPipeline
 from .progress import bar
-from .report import LengthHistogram, on_disk_column_bytes, ratio
 from .schema import Levels, LogSchema, check_key_and_order
-from .shards import MANIFEST, REPORT, read_json
 from .sources import ReadOptions, Source, resolve_inputs
 from .values import adjacent_differs
-from .verify import check_shards
 
 SAMPLE_REQUESTS = 10_000  # whole requests written both ways for the on-disk estimate
 LABEL_WORDS = ("click", "label", "conversion", "convert", "booking", "book", "purchase", "target")
@@ -199,30 +199,31 @@ def stats_output(out: str) -> dict:
         return _output_stats(out, check_shards(out))
 
 
-def _output_stats(out: str, found: list[tuple[str, dict]]) -> dict:
-    units = []
+def _output_stats(out: str, found: list[tuple[str, UnitManifest]]) -> dict:
+    units: list[dict] = []
     for folder, manifest in found:
         report = read_json(os.path.join(folder, REPORT))
-        paths = [os.path.join(folder, s["file"]) for s in manifest["shards"]]
-        disk = on_disk_column_bytes(paths)
-        spec = manifest["schema"]
-        level = {c: "request" for c in spec["request"]} | {c: "impression" for c in spec["impression"]}
-        level |= {c: "key" for c in spec["key"]}
-        input_bytes = sum(i["bytes"] for i in manifest["inputs"])
-        totals = manifest["totals"]
+        disk = on_disk_column_bytes([os.path.join(folder, s.file) for s in manifest.shards])
+        spec = manifest.schema
+        level = {c: "request" for c in spec.request} | {c: "impression" for c in spec.impression}
+        level |= {c: "key" for c in spec.key}
+        input_bytes = sum(i.bytes for i in manifest.inputs)
+        totals = manifest.totals
         units.append({
             "partition": None if folder == out else os.path.basename(folder),
-            "requests": totals["requests"], "impressions": totals["impressions"], "shards": totals["shards"],
-            "bytes": totals["bytes"], "input_bytes": input_bytes, "storage_ratio": ratio(input_bytes, totals["bytes"]),
+            "requests": totals.requests, "impressions": totals.impressions, "shards": totals.shards,
+            "bytes": totals.bytes, "input_bytes": input_bytes, "storage_ratio": ratio(input_bytes, totals.bytes),
             "columns": [{"name": n, "level": level.get(n, "count"), "compressed_bytes": b["compressed"],
                          "uncompressed_bytes": b["uncompressed"]} for n, b in disk.items()],
             "report": report,
         })
     total = {k: sum(u[k] for u in units) for k in ("requests", "impressions", "shards", "bytes", "input_bytes")}
-    top = read_json(os.path.join(out, MANIFEST))
-    return {"kind": "output", "roolog_version": __version__, "output": out, "partition_by": top.get("partition_by"),
+    top = read_manifest(out)
+    partitioned = top if isinstance(top, PartitionedManifest) else None
+    return {"kind": "output", "roolog_version": __version__, "output": out,
+            "partition_by": partitioned.partition_by if partitioned else None,
             "partitions": units, "totals": total | {"storage_ratio": ratio(total["input_bytes"], total["bytes"])},
-            "cross_partition_requests": top.get("cross_partition_requests", 0)}
+            "cross_partition_requests": partitioned.cross_partition_requests if partitioned else 0}
 
 
 def stats(paths: list[str], key: tuple[str, ...] = (), **options) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Iterator
 
@@ -12,11 +11,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .arrow_types import unify
+from .checks import open_shard, units
 from .errors import RoologError, UsageProblem
+from .manifest import UnitManifest
 from .outdir import reading
-from .shards import schema_from_b64
 from .values import repeat_indices, take
-from .verify import open_shard, units
 
 
 def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[str],
@@ -33,26 +32,19 @@ def impression_rows(batch: pa.RecordBatch, schema: pa.Schema, impression: set[st
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _partition_value(spec: dict) -> pa.Array:
-    """The one value of a partition's column, as convert recorded it (exactly, with its type)."""
-    reader = pa.ipc.open_stream(base64.b64decode(spec["partition"]["value"]))
-    return reader.read_next_batch().column(0)
-
-
-def _unit_batches(folder: str, manifest: dict) -> Iterator[pa.RecordBatch]:
+def _unit_batches(folder: str, manifest: UnitManifest) -> Iterator[pa.RecordBatch]:
     """A unit's impression rows, shard by shard, each shard checked against the manifest first."""
-    spec = manifest["schema"]
-    schema = schema_from_b64(spec["arrow_schema"])
-    partition = spec.get("partition")
-    stored = schema.remove(partition["index"]) if partition else schema  # the column lives in the folder's name
-    value = _partition_value(spec) if partition else None
-    for shard in manifest["shards"]:
+    spec = manifest.schema
+    schema, partition = spec.arrow(), spec.partition
+    stored = schema.remove(partition.index) if partition else schema  # the column lives in the folder's name
+    value = partition.array() if partition else None
+    for shard in manifest.shards:
         for batch in pq.ParquetFile(pa.BufferReader(open_shard(folder, shard))).iter_batches():
-            rows = impression_rows(batch, stored, set(spec["impression"]), spec.get("count_column"))
-            if partition:
+            rows = impression_rows(batch, stored, set(spec.impression), spec.count_column)
+            if partition and value is not None:
                 column = take(value, repeat_indices(np.array([rows.num_rows])))  # the one value, per row
                 rows = pa.RecordBatch.from_arrays(
-                    rows.columns[:partition["index"]] + [column] + rows.columns[partition["index"]:], schema=schema)
+                    rows.columns[:partition.index] + [column] + rows.columns[partition.index:], schema=schema)
             yield rows
 
 
@@ -62,7 +54,7 @@ def impression_batches(out: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     found = units(out)
     if not found:
         raise RoologError(f"{out}: the output has no partitions")
-    schemas = [(folder, schema_from_b64(m["schema"]["arrow_schema"])) for folder, m in found]
+    schemas = [(folder, m.schema.arrow()) for folder, m in found]
     schema = unify(schemas, "explode the partitions one at a time (roolog explode OUT/col=value)")
 
     def batches() -> Iterator[pa.RecordBatch]:

@@ -1,0 +1,129 @@
+"""A made unit -> its report and manifest, written beside its shards (manifest last); and the top-level
+report and manifest of a partitioned OUT. The same code for every engine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from . import __version__
+from .engine import UnitResult
+from .figures import on_disk_column_bytes, ratio
+from .inputs import InputFile
+from .keys import key_hashes
+from .manifest import (
+    COUNT_COLUMN,
+    MANIFEST,
+    REPORT,
+    ColumnFigures,
+    InputRecord,
+    PartitionedManifest,
+    PartitionedReport,
+    PartitionEntry,
+    PartitionValue,
+    ReportTotals,
+    UnitManifest,
+    UnitReport,
+    UnitSchema,
+    UnitTotals,
+    now,
+    read_manifest,
+    schema_to_b64,
+    write_json_atomic,
+)
+from .outdir import OutputFolder
+
+
+def finish_unit(unit: UnitResult, files: list[InputFile], inputs: list[InputRecord], options: dict,
+                wall: float) -> UnitReport:
+    """Write the unit's report, then its manifest (what makes it finished), into its folder."""
+    report = unit_report(unit, files, wall)
+    write_json_atomic(os.path.join(unit.folder, REPORT), report.to_json())
+    write_json_atomic(os.path.join(unit.folder, MANIFEST), unit_manifest(unit, inputs, options).to_json())
+    return report
+
+
+def unit_report(unit: UnitResult, files: list[InputFile], wall: float) -> UnitReport:
+    """Sizes before and after, per column and in total (on-disk bytes from the footers of the unit's shards);
+    the partition column, which lives in the folder's name, is left out."""
+    grouping, partition = unit.grouping, unit.partition
+    disk = on_disk_column_bytes([os.path.join(unit.folder, s.file) for s in unit.shards])
+    rows = sum(s.impressions for s in unit.shards)
+    columns = []
+    for col in (n for n in unit.schema.names if n != partition):
+        level = "key" if col in grouping.key else ("request" if col in grouping.levels.request else "impression")
+        before, after = unit.input_bytes[col], unit.output_bytes.get(col, 0)
+        columns.append(ColumnFigures(col, level, before, after, ratio(before, after),
+                                     disk.get(col, {}).get("compressed", 0)))
+    columns.sort(key=lambda c: c.logical_bytes_impression - c.logical_bytes_request, reverse=True)
+    in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in unit.shards)
+    logical_in = sum(b for c, b in unit.input_bytes.items() if c != partition)
+    logical_out = sum(unit.output_bytes.values())
+    totals = ReportTotals(rows=rows, requests=sum(s.requests for s in unit.shards), shards=len(unit.shards),
+                          input_bytes=in_bytes, output_bytes=out_bytes, storage_ratio=ratio(in_bytes, out_bytes),
+                          logical_bytes_impression=logical_in, logical_bytes_request=logical_out,
+                          logical_ratio=ratio(logical_in, logical_out))
+    return UnitReport(partition=unit.name, totals=totals, impressions_per_request=unit.lengths.summary(),
+                      columns=columns, demoted=list(grouping.levels.demoted),
+                      null_key_rows_dropped=unit.null_key_rows, spill=unit.spill, wall_seconds=round(wall, 3),
+                      rows_per_second=round(rows / wall, 1) if wall > 0 else None, engine=unit.engine)
+
+
+def unit_manifest(unit: UnitResult, inputs: list[InputRecord], options: dict) -> UnitManifest:
+    """What the unit holds and what it was made from. The partition column is in `columns`, not in the
+    shards; its exact value is recorded (PartitionValue)."""
+    schema, levels, column = unit.schema, unit.grouping.levels, unit.partition
+    partition = None
+    if column is not None and unit.partition_value is not None:
+        partition = PartitionValue(column, schema.names.index(column), unit.partition_value)
+    spec = UnitSchema(
+        key=list(unit.grouping.key), order_by=unit.grouping.order_by,
+        request=[c for c in levels.request if c != column],
+        impression=[c for c in schema.names if c in levels.impression],
+        labels=list(unit.declared.labels) if unit.declared else [], demoted=list(levels.demoted),
+        count_column=None if levels.impression else COUNT_COLUMN,
+        columns=[{"name": f.name, "type": str(f.type)} for f in schema], arrow_schema=schema_to_b64(schema),
+        partition=partition)
+    shards = unit.shards
+    totals = UnitTotals(shards=len(shards), requests=sum(s.requests for s in shards),
+                        impressions=sum(s.impressions for s in shards), bytes=sum(s.bytes for s in shards))
+    return UnitManifest(roolog_version=__version__, created=now(), inputs=inputs, options=options,
+                        schema=spec, encodings=unit.encodings, shards=shards, totals=totals)
+
+
+def finish_partitioned(folder: OutputFolder, column: str, options: dict, inputs: list[InputRecord],
+                       converted: list[str], skipped: list[str], null_key_rows: int,
+                       log) -> PartitionedReport:
+    """The top-level report and manifest of a partitioned OUT, from the partitions published in it."""
+    out = folder.out
+    partitions, seen = [], []
+    for name in folder.published_partitions():
+        manifest = read_manifest(os.path.join(out, name))
+        assert isinstance(manifest, UnitManifest)
+        totals = manifest.totals
+        partitions.append(PartitionEntry(name, totals.requests, totals.impressions, totals.bytes, name in skipped))
+        key = manifest.schema.key
+        for shard in manifest.shards:
+            keys = pq.read_table(os.path.join(out, name, shard.file), columns=key)
+            if keys.num_rows:
+                seen.append(np.unique(key_hashes([keys.column(k).combine_chunks() for k in key])))
+    hashes = np.concatenate(seen) if seen else np.zeros(0, np.uint64)
+    _, counts = np.unique(hashes, return_counts=True)
+    crossing = int((counts > 1).sum())
+    if crossing:
+        log("warning", message=f"{crossing:,} requests have rows in more than one partition "
+                               "(kept apart, one row per partition)")
+    summed = {k: sum(getattr(p, k) for p in partitions) for k in ("requests", "impressions", "bytes")}
+    summed["partitions"] = len(partitions)
+    report = PartitionedReport(output=out, partition_by=column, partitions=partitions, totals=summed,
+                               cross_partition_requests=crossing, null_key_rows_dropped=null_key_rows,
+                               converted=sorted(converted), skipped=sorted(skipped))
+    manifest = PartitionedManifest(roolog_version=__version__, created=now(), options=options,
+                                   inputs=inputs, partition_by=column, partitions=partitions, totals=summed,
+                                   cross_partition_requests=crossing)
+    folder.write_top(REPORT, report.to_json())
+    folder.write_top(MANIFEST, manifest.to_json())
+    return report

@@ -1,0 +1,103 @@
+"""The local engine: a job's rows read, grouped and written in this process, in bounded memory.
+
+    source -> record batches -> route_rows -> one RequestPipeline per unit:
+      StreamGrouper -> run batches -> RunSpill (one partition per shard) -> fold (scattered requests)
+    -> request batches, shard by shard -> ShardWriter
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+from .encodings import choose_encodings
+from .engine import JobResult, UnitResult
+from .failpoint import failpoint
+from .figures import LengthHistogram
+from .group import null_keys_dropped
+from .inputs import fingerprint
+from .layout import output_layout, partition_value, route_rows, sample_requests, shard_file, write_shard
+from .manifest import EngineInfo, SpillFigures
+from .options import OutputOptions, RunOptions
+from .outdir import OutputFolder
+from .pipeline import RequestPipeline
+from .plan import MAX_PARTITIONS, Job, UnitSettings, too_many_partitions, unit_settings
+from .prefetch import prefetch
+from .progress import bar
+from .shards import ShardWriter
+from .sources import Source
+
+
+class _Unit:
+    """One unit while its rows stream in, then the shards it becomes."""
+
+    def __init__(self, name: str | None, folder: OutputFolder, schema: pa.Schema, settings: UnitSettings,
+                 memory_limit: int, partition: str | None):
+        self.name, self.partition, self.settings, self.schema = name, partition, settings, schema
+        self.dir = folder.unit_path(name or "_flat")
+        os.makedirs(self.dir)
+        self.pipeline = RequestPipeline(schema, settings.key, settings.order_by, settings.initial_levels(schema),
+                                        RequestPipeline.spill_dir(folder.tmp, name), settings.n_shards, memory_limit)
+
+    def write(self, output: OutputOptions, progress: bool, null_key_rows: int) -> UnitResult:
+        """Fold, choose the encodings on the first requests, and write every shard."""
+        pipeline = self.pipeline
+        pipeline.finish_input()
+        failpoint("spill")
+        grouping = pipeline.grouping
+        out_schema, rows_of = output_layout(grouping, self.partition)
+        requests = (pipeline.requests(s) for s in range(pipeline.shards))
+        encodings = choose_encodings(sample_requests(requests, rows_of, out_schema), output.compression_level)
+        value = partition_value((pipeline.requests(s) for s in range(pipeline.shards)), self.partition)
+        lengths, output_bytes, shards = LengthHistogram(), dict.fromkeys(out_schema.names, 0), []
+        with bar(pipeline.shards, f"writing {self.name or ''}".strip(), "shard", progress) as shown:
+            for s in range(pipeline.shards):
+                writer = ShardWriter(os.path.join(self.dir, shard_file(s)), out_schema, output.compression_level,
+                                     output.row_group_bytes, encodings)
+                shards.append(write_shard(writer, prefetch(pipeline.requests(s)), rows_of, lengths, output_bytes))
+                shown.update(1)
+                failpoint("write")
+        spill = SpillFigures(pipeline.spill.bytes_written, pipeline.spill.most_parts)
+        return UnitResult(self.name, self.dir, self.schema, grouping, self.settings.declared, encodings, shards,
+                          lengths, pipeline.input_bytes, output_bytes, spill, self.partition, value, null_key_rows,
+                          EngineInfo("local"))
+
+
+class LocalEngine:
+    """Makes a job's units in this process (roolog.engine.Engine)."""
+
+    def __init__(self, folder: OutputFolder, output: OutputOptions, run: RunOptions):
+        self.folder, self.output, self.run = folder, output, run
+
+    def convert(self, job: Job) -> JobResult:
+        files = list(job.files)
+        with Source(files, self.output.read, self.folder.read_scratch()) as source:
+            settings = unit_settings(self.output, source, job.route_by)
+            units: dict[str | None, _Unit] = {}
+
+            def unit(name: str | None) -> _Unit:
+                if name not in units:
+                    if len(units) >= MAX_PARTITIONS:
+                        raise too_many_partitions(job.route_by or "")
+                    units[name] = _Unit(name, self.folder, source.schema, settings, self.run.memory_limit,
+                                        job.partition_column if name else None)
+                return units[name]
+
+            dropped = 0
+            with bar(source.total_bytes, f"reading {job.name or ''}".strip(), "B", self.run.progress,
+                     unit_scale=True) as progress:
+                for sb in prefetch(source.batches()):
+                    batch, n_null = null_keys_dropped(sb, settings.key, self.output.drop_null_keys)
+                    dropped += n_null
+                    where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"
+                    for name, part in route_rows(batch, job.route_by, job.name):
+                        unit(name).pipeline.feed(part, where)
+                    progress.update(max(0, sb.bytes_done - progress.n))
+                    failpoint("read")
+            if not units:
+                unit(job.name)  # no rows at all: still an output, with empty shards
+            inputs = fingerprint(files)
+            made = [u.write(self.output, self.run.progress, dropped if len(units) == 1 else 0)
+                    for u in units.values()]
+            return JobResult(made, inputs, dropped)
