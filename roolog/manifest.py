@@ -118,7 +118,7 @@ class UnitManifest:
     format: str = MANIFEST_FORMAT
 
     def to_json(self) -> dict:
-        return {"format": self.format} | {k: v for k, v in asdict(self).items() if k != "format"}
+        return _first(asdict(self), "format")
 
     @classmethod
     def from_json(cls, doc: dict) -> UnitManifest:
@@ -153,7 +153,7 @@ class PartitionedManifest:
     format: str = MANIFEST_FORMAT
 
     def to_json(self) -> dict:
-        return {"format": self.format} | {k: v for k, v in asdict(self).items() if k != "format"}
+        return _first(asdict(self), "format")
 
     @classmethod
     def from_json(cls, doc: dict) -> PartitionedManifest:
@@ -216,8 +216,7 @@ class UnitReport:
     roolog_version: str = __version__
 
     def to_json(self) -> dict:
-        doc = asdict(self)
-        return {"roolog_version": doc.pop("roolog_version")} | doc
+        return _first(asdict(self), "roolog_version")
 
 
 @dataclass(frozen=True)
@@ -233,8 +232,12 @@ class PartitionedReport:
     roolog_version: str = __version__
 
     def to_json(self) -> dict:
-        doc = asdict(self)
-        return {"roolog_version": doc.pop("roolog_version")} | doc
+        return _first(asdict(self), "roolog_version")
+
+
+def _first(doc: dict, name: str) -> dict:
+    """The JSON form with `name` as its first field (what a person opening the file looks for first)."""
+    return {name: doc.pop(name)} | doc
 
 
 def now() -> str:

@@ -49,7 +49,7 @@ from .engine import JobResult, UnitResult
 from .errors import RoologError
 from .figures import LengthHistogram, add_column_bytes
 from .group import SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
-from .inputs import fingerprint
+from .inputs import InputFile, fingerprint
 from .layout import output_layout, partition_value, route_rows, sample_requests, shard_file, write_shard
 from .manifest import EngineInfo, ShardRecord, SpillFigures
 from .options import OutputOptions, RunOptions
@@ -99,9 +99,11 @@ def spark_session(master: str | None = None):
         conf = (SparkConf().setMaster(master).setAppName("roolog convert")
                 .set("spark.ui.showConsoleProgress", "false")
                 .set("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log_config}"))
-        if master.startswith("local"):  # tasks run here, in this Python (where roolog is installed)
+        if master.startswith("local"):
             conf.set("spark.ui.enabled", "false")
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # the executors' Python: this one (where roolog is installed) unless PYSPARK_PYTHON names another, as it
+        # must on a cluster whose machines keep roolog's Python elsewhere
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         sc = SparkContext(conf=conf, gateway=_quiet_gateway(conf))
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # read once, when the JVM starts
@@ -487,16 +489,19 @@ class SparkEngine:
         self.folder, self.output, self.run = folder, output, run
 
     def convert(self, job: Job) -> JobResult:
-        work = tempfile.mkdtemp(prefix="spark-", dir=self.folder.tmp)  # this job's grouped requests and attempts
+        # executors get absolute paths only: they run in other processes, on other machines, in other folders
+        work = os.path.abspath(tempfile.mkdtemp(prefix="spark-", dir=self.folder.tmp))  # grouped requests, attempts
         os.makedirs(os.path.join(work, "attempts"))
         try:
             return self._convert(job, work)
+        except RoologError as err:
+            raise _as_given(err, job.files) from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
     def _convert(self, job: Job, work: str) -> JobResult:
-        files, output = list(job.files), self.output
-        with Source(files, output.read, self.folder.read_scratch()) as source:
+        files, output = [replace(f, path=os.path.abspath(f.path)) for f in job.files], self.output
+        with Source(files, output.read, os.path.abspath(self.folder.read_scratch())) as source:
             settings = unit_settings(output, source, job.route_by)
             sc = spark_session(self.run.spark_master).sparkContext
             if self.run.spark_master and sc.master != self.run.spark_master:
@@ -540,9 +545,19 @@ class SparkEngine:
         requests = (_requests(_runs_path(plan.work, unit, s), grouping) for s in shards)
         encodings = choose_encodings(sample_requests(requests, output, out_schema), self.output.compression_level)
         value = partition_value((_requests(_runs_path(plan.work, unit, s), grouping) for s in shards), partition)
-        folder = self.folder.unit_path(unit or "_flat")
+        folder = os.path.abspath(self.folder.unit_path(unit or "_flat"))
         os.makedirs(folder)
         return _UnitWrite(grouping, encodings, folder, partition, value)
+
+
+def _as_given(err: RoologError, files: Iterable[InputFile]) -> RoologError:
+    """The error with each input named as the user named it (the tasks were given absolute paths), so that
+    it reads as the local engine's."""
+    text = str(err)
+    for f in sorted(files, key=lambda f: -len(os.path.abspath(f.path))):
+        text = text.replace(os.path.abspath(f.path), f.path)
+    err.args = (text,)
+    return err
 
 
 def _group_job(sc, plan: _TaskPlan, n_files: int) -> list[_Record]:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO, SAMPLE
 
 PACKAGE = os.path.join(REPO, "roolog")
@@ -30,7 +29,8 @@ def _modules() -> dict[str, str]:
 
 def _imports(module: str, path: str) -> list[tuple[str, list[str]]]:
     """(imported roolog module, names taken from it) for every import in the file, lazy ones included."""
-    tree = ast.parse(open(path).read())
+    with open(path) as fh:
+        tree = ast.parse(fh.read())
     package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
     found = []
     for node in ast.walk(tree):

@@ -3,13 +3,16 @@ input rewritten in place even when its size and mtime were put back; and what do
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE, run_cli
+from helpers import SAMPLE, run_cli
+
+from roolog.inputs import ReadOptions
 
 OPTIONS_THAT_DECIDE_THE_OUTPUT = [
     ("--order-by", "position"), ("--shards", "3"), ("--compression-level", "9"), ("--on-conflict", "demote"),
@@ -78,3 +81,33 @@ def test_a_touched_input_with_the_same_bytes_is_up_to_date(tmp_path, log):
     assert redone(convert(log, out))
     os.utime(log, ns=(1_000_000_000, 1_000_000_000))
     assert not redone(convert(log, out))
+
+
+CHANGED_OUTPUT_OPTION = {  # per field of OutputOptions: a value that changes the output
+    "key": ("request_id", "user_id"), "order_by": "position", "shards": 3, "compression_level": 9,
+    "on_conflict": "demote", "drop_null_keys": True, "partition_by": "country", "row_group_bytes": 1 << 16,
+    "read": ReadOptions(null_values=("NA",)),
+    "schema_file": None,  # test_a_changed_schema_file_forces_a_redo: a schema file's content decides, not its name
+}
+UNCHANGED_RUN_OPTION = {"memory_limit": 64 << 20, "overwrite": True, "log": lambda *a, **k: None,
+                        "read": ReadOptions(batch_bytes=1 << 16)}  # how much is read at a time: not what
+
+
+def test_every_output_option_is_recorded_and_no_run_option_is(tmp_path, log):
+    """Through the Python API, field by field: a new OutputOptions field must be listed above (and so be
+    shown to force a redo); the run options (and the read batch size) must leave the output up to date."""
+    import roolog
+    from roolog.options import OutputOptions, RunOptions
+
+    assert set(CHANGED_OUTPUT_OPTION) == {f.name for f in dataclasses.fields(OutputOptions)}
+    assert set(UNCHANGED_RUN_OPTION) - {"read"} <= {f.name for f in dataclasses.fields(RunOptions)}
+    out = str(tmp_path / "out")
+    base = {"key": ("request_id",), "shards": 2, "progress": False}
+    assert not roolog.convert([str(log)], out, **base)["skipped"]
+    for name, value in UNCHANGED_RUN_OPTION.items():
+        assert roolog.convert([str(log)], out, **base | {name: value})["skipped"] is True, name
+    for name, value in CHANGED_OUTPUT_OPTION.items():
+        if value is None:
+            continue
+        assert redone(roolog.convert([str(log)], out, **base | {name: value})), name
+        assert redone(roolog.convert([str(log)], out, **base)), name  # and back
