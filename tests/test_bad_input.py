@@ -1,11 +1,14 @@
 """Bad input: one line on stderr naming what and where, the right exit code, no finished-looking output."""
 
+import gzip
+import json
 import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from helpers import fails_cleanly, run_cli, write
 
 import roolog
 from roolog.errors import RoologError
@@ -143,3 +146,144 @@ def test_explode_refuses_unfinished_output(tmp_path):
     assert proc.returncode == 1
     assert "_manifest.json" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "x.parquet")
+
+
+# ---- bad input: exit 1 or 2, one line 'roolog: error: ', no traceback, no manifest ------------------------
+
+def convert_cli(out, *args):
+    return run_cli("convert", *map(str, args), "-o", str(out), "-q")
+
+
+@pytest.fixture
+def good_parquet(tmp_path):
+    return write(pa.table({"rid": [1, 1, 2], "v": [1, 2, 3], "l": pa.array([[1], [2], [3]])}),
+                 tmp_path / "good.parquet")
+
+
+def _csv_bytes(n=3000) -> bytes:
+    return b"rid,v\n" + b"".join(b"%d,%d\n" % (i // 3, i) for i in range(n))
+
+
+BAD_FILES = {
+    "garbage.parquet": lambda: np.random.default_rng(0).bytes(4096),
+    "tiny.parquet": lambda: b"PAR1",
+    "truncated.csv.gz": lambda: gzip.compress(_csv_bytes())[:200],
+    "truncated_tail.csv.gz": lambda: gzip.compress(_csv_bytes())[:-5],
+    "plain.csv.zst": _csv_bytes,
+    "plain.parquet.zst": lambda: b"PAR1" + b"\x00" * 50 + b"PAR1",
+    "notgzip.jsonl.gz": lambda: b'{"rid": 1}\n',
+    "notjson.jsonl": lambda: b'{"rid": 1, "v": 2}\nthis is not json\n{"rid": 2, "v": 3}\n',
+    "halfjson.jsonl": lambda: b'{"rid": 1, "v": 2}\n{"rid": 1, "v": \n',
+    "header_only.csv": lambda: b"rid,v\n",
+    "header_only_no_newline.csv": lambda: b"rid,v",
+    "empty.jsonl": lambda: b"",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_input_files(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(BAD_FILES[name]())
+    out = tmp_path / "out"
+    msg = fails_cleanly(convert_cli(out, path, "--key", "rid"), out)
+    if name != "header_only.csv":  # a header-only CSV is reported by its (null-typed) key column
+        assert str(path) in msg
+    assert not os.path.exists(out)  # a failed first run leaves no folder behind
+
+
+SCHEMAS = {
+    "malformed": b'key = ["rid"\nrequest = \n',
+    "listed_twice": b'key = ["rid"]\nrequest = ["v", "l"]\nimpression = ["v"]\n',
+    "listed_twice_same_list": b'key = ["rid"]\nimpression = ["v", "l", "l"]\n',
+    "key_also_request": b'key = ["rid"]\nrequest = ["rid", "l"]\nimpression = ["v"]\n',
+    "duplicate_toml_key": b'key = ["rid"]\nkey = ["rid"]\nimpression = ["v", "l"]\n',
+    "wrong_types": b'key = ["rid"]\nrequest = [1]\nimpression = ["v", "l"]\n',
+    "unknown_setting": b'key = ["rid"]\nimpresion = ["v", "l"]\n',
+    "missing_column": b'key = ["rid"]\nimpression = ["v"]\n',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_bad_schema_files(tmp_path, good_parquet, name):
+    schema = tmp_path / "s.toml"
+    schema.write_bytes(SCHEMAS[name])
+    out = tmp_path / "out"
+    msg = fails_cleanly(convert_cli(out, good_parquet, "--schema", schema), out)
+    assert str(schema) in msg
+
+
+def test_schema_file_not_utf8(tmp_path, good_parquet):
+    schema = tmp_path / "s.toml"
+    schema.write_bytes(b'key = ["rid"]\nimpression = ["v", "l", "\xff"]\n')
+    fails_cleanly(convert_cli(tmp_path / "out", good_parquet, "--schema", schema), tmp_path / "out")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--key", "l"), "'l'"),
+    (("--key", "nope"), "'nope'"),
+    (("--key", "rid", "--order-by", "missing"), "'missing'"),
+    (("--key", "rid", "--order-by", "rid"), "'rid'"),
+    (("--key", "rid", "--order-by", "l"), "less"),  # a list cannot be ordered
+    (("--key", "rid", "--on-conflict", "explode"), None),
+])
+def test_bad_options(tmp_path, good_parquet, args, needle):
+    out = tmp_path / "out"
+    proc = convert_cli(out, good_parquet, *args)
+    if needle is None:  # Click's own usage errors: exit 2, no traceback, no output
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert not os.path.exists(out / "_manifest.json")
+        return
+    assert needle in fails_cleanly(proc, out)
+
+
+def test_multi_character_delimiter(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(_csv_bytes(10))
+    fails_cleanly(convert_cli(tmp_path / "out", path, "--key", "rid", "--delimiter", ";;"), tmp_path / "out")
+
+
+def test_csv_with_duplicate_column_names(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"rid,v,v\n1,2,3\n1,4,5\n")
+    fails_cleanly(convert_cli(tmp_path / "out", path, "--key", "rid"), tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["__roolog_n", "__roolog_impressions"])
+def test_input_column_named_like_an_internal_column_is_refused(tmp_path, name):
+    path = write(pa.table({"rid": [1, 1, 2], name: [5, 5, 7]}), tmp_path / "x.parquet")
+    proc = convert_cli(tmp_path / "out", path, "--key", "rid")
+    fails_cleanly(proc, tmp_path / "out")
+    assert "reserved" in proc.stderr
+
+
+def test_jsonl_field_first_seen_after_the_first_block_is_an_error_not_dropped(tmp_path):
+    path = tmp_path / "x.jsonl"
+    lines = [json.dumps({"rid": i // 3, "v": i}) for i in range(3000)] + [json.dumps({"rid": 9999, "v": 1, "x": 2})]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(roolog.errors.RoologError) as err:
+        roolog.convert([str(path)], str(tmp_path / "out"), key=("rid",), progress=False,
+                       read=ReadOptions(batch_bytes=4096))
+    assert str(path) in str(err.value)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_explode_with_a_manifest_missing_fields(tmp_path, good_parquet):
+    out = tmp_path / "out"
+    roolog.convert([str(good_parquet)], str(out), key=("rid",), progress=False)
+    (out / "_manifest.json").write_text("{}")
+    proc = run_cli("explode", str(out), "-o", str(tmp_path / "back.parquet"))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("roolog: error: ")
+
+
+def test_explode_with_a_corrupt_shard_fails_cleanly_and_writes_nothing(tmp_path, good_parquet):
+    out = tmp_path / "out"
+    roolog.convert([str(good_parquet)], str(out), key=("rid",), progress=False)
+    (out / "part-00000.parquet").write_bytes(b"not parquet at all" * 10)
+    target = tmp_path / "back.parquet"
+    proc = run_cli("explode", str(out), "-o", str(target))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("roolog: error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(target) and not any(n.startswith("back.parquet.tmp") for n in os.listdir(tmp_path))

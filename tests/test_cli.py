@@ -6,7 +6,7 @@ import os
 
 import pyarrow.parquet as pq
 import xxhash
-from conftest import SAMPLE, assert_same_rows, run_cli
+from helpers import SAMPLE, assert_same_rows, run_cli
 
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")
 

@@ -8,7 +8,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_same_rows, roolog_exe, run_cli
+from helpers import assert_same_rows, roolog_exe, run_cli
 
 import roolog
 from roolog.synthetic import generate_impressions

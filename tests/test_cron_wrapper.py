@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 
-from conftest import REPO, SAMPLE, roolog_exe
+from helpers import REPO, SAMPLE, roolog_exe
 
 WRAPPER = os.path.join(REPO, "scripts", "roolog-cron.sh")
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")

@@ -5,7 +5,7 @@ import subprocess
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import manifest_without_timestamps, roolog_exe, shard_bytes
+from helpers import manifest_without_timestamps, roolog_exe, shard_bytes
 
 import roolog
 from roolog.sources import ReadOptions

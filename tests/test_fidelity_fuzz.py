@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
-from conftest import assert_same_rows
+from helpers import assert_same_rows
 from hypothesis import HealthCheck, given, settings
 
 import roolog

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO, SAMPLE, TRIVAGO, run_cli
+from helpers import REPO, SAMPLE, TRIVAGO, run_cli
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import roolog_exe
+from helpers import roolog_exe
 
 from roolog.synthetic import generate_impressions
 

@@ -9,7 +9,7 @@ import os
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from conftest import SAMPLE, assert_same_rows, run_cli
+from helpers import SAMPLE, assert_same_rows, run_cli
 
 
 def hive_logs(root, tables: dict[str, pa.Table]):

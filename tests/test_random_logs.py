@@ -6,7 +6,7 @@ import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import assert_same_rows, canon, roundtrip
+from helpers import assert_same_rows, canon, roundtrip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

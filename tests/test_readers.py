@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE, assert_same_rows, run_cli
+from helpers import SAMPLE, assert_same_rows, run_cli
 
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")
 REQUEST = ["request_id", "user_id", "country", "device", "request_time", "user_history_item_ids"]

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import LTR, MIND, SAMPLE, TRIVAGO, assert_same_rows, levels, roundtrip
+from helpers import LTR, MIND, SAMPLE, TRIVAGO, assert_same_rows, levels, roundtrip
 
 TRIVAGO_REQUEST = {"source_file", "split", "user_id", "session_id", "timestamp", "step", "action_type",
                    "reference", "platform", "city", "device", "current_filters"}

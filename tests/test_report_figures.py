@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import SAMPLE
+from helpers import SAMPLE
 
 import roolog
 from roolog.sources import ReadOptions

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import LTR, MIND, REPO, SAMPLE, TRIVAGO
+from helpers import LTR, MIND, REPO, SAMPLE, TRIVAGO
 
 import roolog
 from roolog.schema import load_schema

@@ -8,7 +8,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from conftest import assert_same_rows, roundtrip
+from helpers import assert_same_rows, roundtrip
 
 from roolog.errors import UsageProblem
 from roolog.sources import ReadOptions, open_source, resolve_inputs
@@ -126,7 +126,7 @@ def test_batches_are_bounded(tmp_path):
 def test_files_whose_types_no_type_holds_losslessly_are_one_line(tmp_path, a, b):
     from decimal import Decimal
 
-    from conftest import run_cli
+    from helpers import run_cli
 
     value = {pa.decimal128(20, 2): Decimal("12345678901234567.89"), pa.int64(): 2**60 + 1, pa.uint64(): 2**63 + 1,
              pa.string(): "x"}

@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import SAMPLE, roolog_exe, run_cli, shard_bytes
+from helpers import SAMPLE, roolog_exe, run_cli, shard_bytes
 
 SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")
 ARGS = ("--key", "request_id", "--order-by", "position", "--shards", "3")
