@@ -153,8 +153,10 @@ def _list_bytes_view(arr: pa.Array) -> pa.Array | None:
     if not _is_list_like(arr.type):
         return None
     values = arr.values
+    if not _is_fixed_width(values.type) or values.null_count:  # (list<null> has no value buffer at all)
+        return None
     data = values.buffers()[1]
-    if not _is_fixed_width(values.type) or values.null_count or data is None or data.size == 0:
+    if data is None or data.size == 0:
         return None  # (no values at all, e.g. only null lists: Arrow refuses a binary view of no data)
     width = values.type.bit_width // 8
     byte_offsets = (_list_offsets(arr) + values.offset) * width

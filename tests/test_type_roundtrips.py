@@ -22,6 +22,7 @@ from helpers import (
     levels_of,
     random_log,
     roundtrip,
+    run_cli,
     shard_rows,
     shuffled,
     write,
@@ -242,3 +243,15 @@ def test_timestamps_as_dates_keep_their_timezone_through_explode(tmp_path):
     check_convert(tmp_path, table)
     back = pq.read_table(str(tmp_path / "out") + ".exploded.parquet")
     assert back.schema.field("t").type.tz == "Europe/Berlin"
+
+
+def test_lists_of_null_type_round_trip(tmp_path):
+    """list<null> (what a JSON reader makes of a field that only ever holds []) has no value buffer at all."""
+    table = pa.table({"k": pa.array([1, 1, 2, 1, 2], pa.int64()),
+                      "empty": pa.array([[], [], [None], [], [None]], pa.list_(pa.null())),
+                      "v": pa.array([[], [None], [], [], []], pa.list_(pa.null()))})
+    check_convert(tmp_path / "parquet", table)
+    log = tmp_path / "one.jsonl"
+    log.write_text('{"k": 0, "v": []}\n')
+    proc = run_cli("convert", str(log), "-o", str(tmp_path / "jsonl"), "--key", "k", "-q")
+    assert proc.returncode == 0, proc.stderr
