@@ -92,7 +92,7 @@ class LocalEngine:
                     dropped += n_null
                     where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"
                     for name, part in route_rows(batch, job.route_by, job.name):
-                        unit(name).pipeline.feed(part, where)
+                        unit(name).pipeline.feed(part, where, sb.path)
                     progress.update(max(0, sb.bytes_done - progress.n))
                     failpoint("read")
             if not units:

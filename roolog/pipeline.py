@@ -29,20 +29,30 @@ class RequestPipeline:
         self.streamer = StreamGrouper(self.grouping, carry_bytes=max(1 << 20, memory_limit // 4))
         self.memory_limit = memory_limit
         self.input_bytes = dict.fromkeys(schema.names, 0)  # Arrow bytes of each column as read
+        self._path: str | None = None  # the input file the carried request is from
 
     @property
     def levels(self) -> Levels:
         return self.grouping.levels
 
-    def feed(self, batch: pa.RecordBatch, where: str) -> None:
+    def feed(self, batch: pa.RecordBatch, where: str, path: str) -> None:
+        """Rows of input file `path`. A request is never carried from one file into the next: its pieces in
+        two files are folded like any scattered request, as the Spark engine (a task per file) folds them,
+        so both engines check and report it alike."""
+        if path != self._path:
+            self._flush()
+            self._path = path
         add_column_bytes(self.input_bytes, batch)
         for runs in self.streamer.feed(batch, where):
             self.spill.write(runs)
 
-    def finish_input(self) -> None:
-        """No more rows: emit the carried request and fold every shard's scattered requests."""
+    def _flush(self) -> None:
         for runs in self.streamer.flush():
             self.spill.write(runs)
+
+    def finish_input(self) -> None:
+        """No more rows: emit the carried request and fold every shard's scattered requests."""
+        self._flush()
         self.spill.close()
         for s in range(self.spill.partitions):
             self.spill.fold(s, self.grouping, max_bytes=self.memory_limit // 6)
