@@ -90,9 +90,8 @@ class LocalEngine:
                 for sb in prefetch(source.batches()):
                     batch, n_null = null_keys_dropped(sb, settings.key, self.output.drop_null_keys)
                     dropped += n_null
-                    where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"
                     for name, part in route_rows(batch, job.route_by, job.name):
-                        unit(name).pipeline.feed(part, where, sb.path)
+                        unit(name).pipeline.feed(part, sb.where, (sb.path, sb.piece))
                     progress.update(max(0, sb.bytes_done - progress.n))
                     failpoint("read")
             if not units:

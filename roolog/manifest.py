@@ -199,6 +199,7 @@ class SpillFigures:
 class EngineInfo:
     name: str  # local or spark
     master: str | None = None  # Spark's master URL
+    read_tasks: int | None = None  # Spark: one per piece of an input file (sources.Piece)
 
 
 @dataclass(frozen=True)

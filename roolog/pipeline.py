@@ -29,19 +29,19 @@ class RequestPipeline:
         self.streamer = StreamGrouper(self.grouping, carry_bytes=max(1 << 20, memory_limit // 4))
         self.memory_limit = memory_limit
         self.input_bytes = dict.fromkeys(schema.names, 0)  # Arrow bytes of each column as read
-        self._path: str | None = None  # the input file the carried request is from
+        self._piece: tuple[str, int] | None = None  # the input piece the carried request is from
 
     @property
     def levels(self) -> Levels:
         return self.grouping.levels
 
-    def feed(self, batch: pa.RecordBatch, where: str, path: str) -> None:
-        """Rows of input file `path`. A request is never carried from one file into the next: its pieces in
-        two files are folded like any scattered request, as the Spark engine (a task per file) folds them,
-        so both engines check and report it alike."""
-        if path != self._path:
+    def feed(self, batch: pa.RecordBatch, where: str, piece: tuple[str, int]) -> None:
+        """Rows of `piece` (input file, piece of it: sources.Piece). A request is never carried from one piece
+        into the next: its rows in two pieces are folded like any scattered request, as the Spark engine (a
+        task per piece) folds them, so both engines check and report it alike."""
+        if piece != self._piece:
             self._flush()
-            self._path = path
+            self._piece = piece
         add_column_bytes(self.input_bytes, batch)
         for runs in self.streamer.feed(batch, where):
             self.spill.write(runs)

@@ -42,20 +42,57 @@ class SourceBatch:
     path: str
     first_row: int  # 0-based index of the batch's first data row within its file
     bytes_done: int  # input bytes consumed so far over all files (for progress)
+    piece: int = 0  # which piece of its file (Piece): no request is carried from one piece into the next
+
+    @property
+    def where(self) -> str:
+        """Where the batch's rows are, for messages."""
+        return f"{self.path}, rows {self.first_row + 1}-{self.first_row + self.batch.num_rows}"
+
+
+PIECE_BYTES = 128 << 20  # a Parquet file is read in pieces of row groups holding about this many bytes
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of a Parquet file's row groups [start, stop), its first row: what one Spark task reads. A text
+    file is one piece. Both engines cut a file alike (from its footer only) and carry no request across a cut,
+    so where Spark splits a file changes nothing of the output or of the errors."""
+
+    start: int
+    stop: int
+    first_row: int
+
+
+def parquet_pieces(md: pq.FileMetaData) -> list[Piece]:
+    """The file's row groups cut into pieces of at least PIECE_BYTES (uncompressed, from the footer)."""
+    pieces, start, first, size, rows = [], 0, 0, 0, 0
+    for rg in range(md.num_row_groups):
+        group = md.row_group(rg)
+        size, rows = size + group.total_byte_size, rows + group.num_rows
+        if size >= PIECE_BYTES:
+            pieces.append(Piece(start, rg + 1, first))
+            start, first, size = rg + 1, rows, 0
+    if start < md.num_row_groups or not pieces:
+        pieces.append(Piece(start, md.num_row_groups, first))
+    return pieces
 
 
 def _reader(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, scratch: str,
-            invalid: InvalidRows) -> tuple[Iterator[pa.RecordBatch], Callable[[], float]]:
+            invalid: InvalidRows, pieces: list[tuple[int, Piece]]
+            ) -> tuple[Iterator[tuple[int, pa.RecordBatch]], Callable[[], float]]:
     """A streaming reader over one file's own columns (no hive columns), in the unified types for text
-    files, and how far into the file it is (a fraction, for progress)."""
+    files: (piece, batch) pairs of the given pieces of a Parquet file (a text file is piece 0), and how far
+    into the file it is (a fraction, for progress)."""
     if f.format == "parquet":
         pf = pq.ParquetFile(_local_parquet(f, scratch))
         done = [0]
 
-        def batches() -> Iterator[pa.RecordBatch]:
-            for batch in _parquet_batches(pf, opts.batch_bytes):
-                done[0] += batch.num_rows
-                yield batch
+        def batches() -> Iterator[tuple[int, pa.RecordBatch]]:
+            for number, piece in pieces:
+                for batch in _parquet_batches(pf, opts.batch_bytes, piece):
+                    done[0] += batch.num_rows
+                    yield number, batch
 
         return batches(), lambda: done[0] / max(1, pf.metadata.num_rows)
     raw = pa.OSFile(f.path)
@@ -66,20 +103,23 @@ def _reader(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, 
 
     own = pa.schema([schema.field(n) for n in plan.schema.names])  # the file's columns, the unified types
     if f.format in ("csv", "tsv"):
-        return csv_batches(f, opts, plan, own, stream, invalid), position
+        return ((0, b) for b in csv_batches(f, opts, plan, own, stream, invalid)), position
     read = pjson.ReadOptions(block_size=opts.batch_bytes)
     parse = pjson.ParseOptions(explicit_schema=own, newlines_in_values=False, unexpected_field_behavior="error")
-    return pjson.open_json(stream, read, parse), position
+    return ((0, b) for b in pjson.open_json(stream, read, parse)), position
 
 
-def _parquet_batches(pf: pq.ParquetFile, batch_bytes: int) -> Iterator[pa.RecordBatch]:
-    """Row group by row group, in batches whose rows are sized from the bytes per row seen so far."""
+def _parquet_batches(pf: pq.ParquetFile, batch_bytes: int, piece: Piece) -> Iterator[pa.RecordBatch]:
+    """A piece's row groups, one by one, in batches whose rows are sized from the bytes per row seen so far
+    in the piece (so a piece gives the same batches whether it is read alone or after the pieces before)."""
     md = pf.metadata
-    if md.num_rows == 0:
+    groups = [rg for rg in range(piece.start, piece.stop) if md.row_group(rg).num_rows]
+    if not groups:
         return
-    probe = next(pf.iter_batches(batch_size=min(1024, md.num_rows), row_groups=[0]))  # decoded size per row
+    first = md.row_group(groups[0]).num_rows
+    probe = next(pf.iter_batches(batch_size=min(1024, first), row_groups=[groups[0]]))  # decoded size per row
     bytes_per_row = max(1.0, probe.nbytes / max(1, probe.num_rows))
-    for rg in range(md.num_row_groups):
+    for rg in groups:
         rows = max(1, int(batch_bytes / bytes_per_row))
         for batch in pf.iter_batches(batch_size=rows, row_groups=[rg], use_threads=True):
             bytes_per_row = max(bytes_per_row, batch.nbytes / max(1, batch.num_rows))
@@ -201,6 +241,7 @@ class Source:
         plans = _text_types_agree(files, [self._plans[f.path] for f in files], set(declared))
         self._plans = {f.path: p for f, p in zip(files, plans, strict=True)}
         self.file_schema = _with_declared(_unify(files, [p.schema for p in plans]), declared, files)
+        self.pieces = {f.path: self._pieces(f) for f in files}
         self.schema = pa.schema(list(self.file_schema) + self.partition_fields)
         dup = [n for n in self.schema.names if self.schema.names.count(n) > 1]
         if dup:
@@ -210,23 +251,36 @@ class Source:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
-    def batches(self) -> Iterator[SourceBatch]:
+    def _pieces(self, f: InputFile) -> list[Piece]:
+        if f.format != "parquet":
+            return [Piece(0, 0, 0)]  # a text file is read as one stream
+        return parquet_pieces(pq.ParquetFile(_local_parquet(f, self.scratch)).metadata)
+
+    def batches(self, only: tuple[int, int] | None = None) -> Iterator[SourceBatch]:
+        """Every file's batches in order, or only piece `only[1]` of file `only[0]` (a Spark read task)."""
         done = 0
-        for f in self.files:
-            rows = 0
-            for batch, fraction in self._file_batches(f):
-                rows += batch.num_rows
-                yield SourceBatch(batch, f.path, rows - batch.num_rows, done + int(min(1.0, fraction) * f.size))
+        for i, f in enumerate(self.files):
+            if only is not None and only[0] != i:
+                continue
+            pieces = list(enumerate(self.pieces[f.path]))
+            if only is not None:
+                pieces = [pieces[only[1]]]
+            for piece, row, batch, fraction in self._file_batches(f, pieces):
+                yield SourceBatch(batch, f.path, row, done + int(min(1.0, fraction) * f.size), piece)
             done += f.size
 
-    def _file_batches(self, f: InputFile) -> Iterator[tuple[pa.RecordBatch, float]]:
+    def _file_batches(self, f: InputFile, pieces: list[tuple[int, Piece]]
+                      ) -> Iterator[tuple[int, int, pa.RecordBatch, float]]:
+        """(piece, first row in the file, batch, fraction read) for the given pieces of `f`."""
         invalid = InvalidRows()
         plan = self._plans[f.path]
+        rows = {number: piece.first_row for number, piece in pieces}
         try:
-            reader, position = _reader(f, self.options, plan, self.file_schema, self.scratch, invalid)
-            for batch in reader:
+            reader, position = _reader(f, self.options, plan, self.file_schema, self.scratch, invalid, pieces)
+            for number, batch in reader:
                 if batch.num_rows:
-                    yield self._conform(batch, f), position()
+                    rows[number] += batch.num_rows
+                    yield number, rows[number] - batch.num_rows, self._conform(batch, f), position()
         except (pa.ArrowException, OSError, EOFError, RoologError) as err:
             raise _file_error(f, err, self.options, plan, self.file_schema, invalid) from None
 

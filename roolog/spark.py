@@ -2,11 +2,12 @@
 
 Spark distributes the work, moves the data and orders it; roolog's own code reads, groups and writes it.
 Nothing is grouped by Spark SQL (no collect_list, whose order Spark does not guarantee after a shuffle).
-The local engine's pipeline is cut at its spill: the streaming half runs per input file, the fold per shard.
+The local engine's pipeline is cut at its spill: the streaming half runs per input piece, the fold per shard.
 
-  1. read     one task per input file: roolog's reader and StreamGrouper (the local engine's batches, runs
+  1. read     one task per piece of an input file (a text file, or about 128 MB of a Parquet file's row
+              groups: sources.Piece): roolog's reader and StreamGrouper (the local engine's batches, runs
               and checks, so the same errors at the same places); the runs (one per contiguous request)
-              cut by shard = xxh64(key) mod N into pieces of Arrow IPC, keyed (unit, shard, input position)
+              cut by shard = xxh64(key) mod N into Arrow IPC, keyed (unit, shard, input position)
   2. shuffle  repartitionAndSortWithinPartitions: one Spark partition per shard, its pieces in input order
   3. group    per shard, the local engine's RunSpill and fold (requests scattered in a file or over files
               become one run): the shard's requests, in input order, to an Arrow IPC file in OUT's temp folder
@@ -27,7 +28,6 @@ shared file system); local mode is local[*] on this machine.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import re
 import shutil
@@ -175,14 +175,15 @@ class _BadData:
 
     message: str
     error_class: str  # a class of roolog.errors
-    position: tuple[int, int]  # (0, file) while reading a file, (1, shard) while folding: the local order
+    position: tuple[int, ...]  # (0, file, piece) while reading, (1, shard) while folding: the local order
 
 
 @dataclass(frozen=True)
-class _FileRead:
-    """What a read task found in its file, by unit."""
+class _PieceRead:
+    """What a read task found in its piece of a file, by unit."""
 
     file: int
+    piece: int
     input_bytes: dict[str, dict[str, int]]
     first: dict[str, list[int]]  # where each unit's first row is (file, row, place in batch)
     moved: dict[str, Moved]
@@ -210,7 +211,7 @@ class _ShardWritten:
     output_bytes: dict[str, int]
 
 
-_Record = _BadData | _FileRead | _ShardGrouped  # what the group job collects
+_Record = _BadData | _PieceRead | _ShardGrouped  # what the group job collects
 
 
 def _unit_id(name: str | None) -> str:
@@ -248,7 +249,7 @@ def _local_dir() -> str | None:
     return dirs[0] if dirs else None
 
 
-def _bad_data(err: RoologError, position: tuple[int, int]) -> _BadData:
+def _bad_data(err: RoologError, position: tuple[int, ...]) -> _BadData:
     return _BadData(str(err), type(err).__name__, position)
 
 
@@ -256,24 +257,24 @@ def _bad_data(err: RoologError, position: tuple[int, int]) -> _BadData:
 
 class _Moves:
     """The columns a grouping moved to impression level (they varied inside a request), in the order it
-    moved them: position (file or _FOLD, then a count) lets the driver replay the local engine's order."""
+    moved them: position (file and piece, or _FOLD, then a count) lets the driver replay the local order."""
 
-    def __init__(self, levels: Levels, first: int):
+    def __init__(self, levels: Levels, first: list[int]):
         self.levels, self.first, self.known = levels, first, len(levels.impression)
         self.moved: Moved = []
 
     def note(self) -> None:
         for col in self.levels.impression[self.known:]:
-            self.moved.append((col, [self.first, len(self.moved)]))
+            self.moved.append((col, [*self.first, len(self.moved)]))
         self.known = len(self.levels.impression)
 
 
-class _FileGrouper:
-    """The local engine's streaming step over one file (one per unit the rows go to): the same batches, the
-    same runs and the same checks, so the same error at the same place."""
+class _PieceGrouper:
+    """The local engine's streaming step over one piece of one file (one per unit the rows go to): the same
+    batches, the same runs and the same checks, so the same error at the same place."""
 
-    def __init__(self, plan: _TaskPlan, index: int):
-        self.plan, self.index = plan, index
+    def __init__(self, plan: _TaskPlan, index: int, piece: int):
+        self.plan, self.index, self.piece = plan, index, piece
         self.streams: dict[str, tuple[StreamGrouper, _Moves]] = {}
         self.input_bytes: dict[str, dict[str, int]] = {}
         self.first: dict[str, list[int]] = {}
@@ -282,8 +283,9 @@ class _FileGrouper:
         if unit not in self.streams:
             grouping = self.plan.grouping()
             streamer = StreamGrouper(grouping, carry_bytes=max(1 << 20, self.plan.memory_limit // 4))  # as local
-            streamer.rows_seen = self.index << _FILE_BITS  # input positions of all files in one int64
-            self.streams[unit] = (streamer, _Moves(grouping.levels, self.index))
+            first_row = self.plan.source.pieces[self.plan.source.files[self.index].path][self.piece].first_row
+            streamer.rows_seen = self.index << _FILE_BITS | first_row  # input positions of all files in one int64
+            self.streams[unit] = (streamer, _Moves(grouping.levels, [self.index, self.piece]))
         return self.streams[unit]
 
     def feed(self, sb, batch: pa.RecordBatch, where: str) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -303,30 +305,28 @@ class _FileGrouper:
             moves.note()
 
 
-def _read_file(plan: _TaskPlan, index: int) -> Iterator[tuple[tuple, bytes | _Record]]:
-    """One input file -> its runs as pieces ((unit, shard, input position of the first run), Arrow IPC
-    bytes) in input order, then a record of what the file held, after the error that stopped it if one did
-    (the local engine would have stopped there too)."""
-    source = copy.copy(plan.source)
-    source.files = [plan.source.files[index]]
-    grouper = _FileGrouper(plan, index)
+def _read_piece(plan: _TaskPlan, task: tuple[int, int]) -> Iterator[tuple[tuple, bytes | _Record]]:
+    """One piece of one input file (sources.Piece) -> its runs cut by shard ((unit, shard, input position of
+    the first run), Arrow IPC bytes) in input order, then a record of what the piece held, after the error that
+    stopped it if one did (the local engine would have stopped there too)."""
+    index, piece = task
+    grouper = _PieceGrouper(plan, index, piece)
     dropped = 0
     try:
-        for sb in source.batches():
+        for sb in plan.source.batches(only=task):
             batch, n_null = null_keys_dropped(sb, plan.settings.key, plan.drop_null_keys)
             dropped += n_null
-            where = f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}"
-            for unit, runs in grouper.feed(sb, batch, where):
-                yield from _pieces(plan, unit, runs)
+            for unit, runs in grouper.feed(sb, batch, sb.where):
+                yield from _cut_by_shard(plan, unit, runs)
         for unit, runs in grouper.flush():
-            yield from _pieces(plan, unit, runs)
+            yield from _cut_by_shard(plan, unit, runs)
     except RoologError as err:
-        yield ("", _META, index), _bad_data(err, (0, index))
+        yield ("", _META, index), _bad_data(err, (0, index, piece))
     moved = {unit: moves.moved for unit, (_, moves) in grouper.streams.items()}
-    yield ("", _META, index), _FileRead(index, grouper.input_bytes, grouper.first, moved, dropped)
+    yield ("", _META, index), _PieceRead(index, piece, grouper.input_bytes, grouper.first, moved, dropped)
 
 
-def _pieces(plan: _TaskPlan, unit: str, runs: pa.RecordBatch) -> Iterator[tuple[tuple, bytes]]:
+def _cut_by_shard(plan: _TaskPlan, unit: str, runs: pa.RecordBatch) -> Iterator[tuple[tuple, bytes]]:
     """Run batches split by shard = xxh64(key) mod N (the key hash each run carries), as the local
     engine's spill splits them; each piece keyed by the input position of its first run."""
     for s, piece in split_by_shard(runs, plan.settings.n_shards):
@@ -378,7 +378,7 @@ class _ShardGrouper:
         """Fold scattered requests and write the shard's requests (committed by rename); its record."""
         try:
             self.spill.close()
-            moves, error, requests = _Moves(self.grouping.levels, _FOLD), None, 0
+            moves, error, requests = _Moves(self.grouping.levels, [_FOLD]), None, 0
             try:
                 self.spill.fold(0, self.grouping, max_bytes=self.plan.memory_limit // 6)
             except RoologError as err:  # (the local engine's spill partition of this shard is the shard)
@@ -510,9 +510,10 @@ class SparkEngine:
             partitions = n_shards if job.route_by is None else max(n_shards, 2 * sc.defaultParallelism)
             plan = _TaskPlan(source, settings, output.drop_null_keys, job.route_by, job.name, partitions,
                              self.run.memory_limit, work, os.environ.get("ROOLOG_SPARK_FAILPOINT"))
-            records = _run_job(lambda: _group_job(sc, plan, len(files)))
+            pieces = [(i, p) for i, f in enumerate(files) for p in range(len(source.pieces[f.path]))]
+            records = _run_job(lambda: _group_job(sc, plan, pieces))
             _raise_earliest_error(records)
-            reads = [r for r in records if isinstance(r, _FileRead)]
+            reads = [r for r in records if isinstance(r, _PieceRead)]
             grouped = [r for r in records if isinstance(r, _ShardGrouped)]
             units = _units(reads, job.name, job.route_by)
             writes = {unit: self._plan_unit(plan, unit, job.partition_column if unit else None,
@@ -528,7 +529,7 @@ class SparkEngine:
             made = [_unit_result(unit, writes[unit], settings, source.schema, reads,
                                  [r for r in grouped if r.unit == unit],
                                  sorted((w for w in written if w.unit == unit), key=lambda w: w.shard),
-                                 dropped if len(units) == 1 else 0, sc.master)
+                                 dropped if len(units) == 1 else 0, EngineInfo("spark", sc.master, len(pieces)))
                     for unit in units]
             return JobResult(made, inputs, dropped)
 
@@ -560,9 +561,9 @@ def _as_given(err: RoologError, files: Iterable[InputFile]) -> RoologError:
     return err
 
 
-def _group_job(sc, plan: _TaskPlan, n_files: int) -> list[_Record]:
+def _group_job(sc, plan: _TaskPlan, reads: list[tuple[int, int]]) -> list[_Record]:
     """Steps 1 to 3 as one Spark job; returns the records of the read and group tasks."""
-    pieces = sc.parallelize(range(n_files), n_files).flatMap(partial(_read_file, plan))
+    pieces = sc.parallelize(reads, len(reads)).flatMap(partial(_read_piece, plan))
     by_shard = pieces.repartitionAndSortWithinPartitions(plan.partitions, partial(_partition_of, plan))
     return by_shard.mapPartitions(partial(_group_partition, plan)).collect()
 
@@ -576,7 +577,7 @@ def _raise_earliest_error(records: list[_Record]) -> None:
         raise getattr(errors, first.error_class, RoologError)(first.message)
 
 
-def _units(reads: list[_FileRead], name: str | None, route_by: str | None) -> list[str]:
+def _units(reads: list[_PieceRead], name: str | None, route_by: str | None) -> list[str]:
     """The units the rows went to, in the order of their first rows (the local engine's order)."""
     first: dict[str, list[int]] = {}
     for r in reads:
@@ -589,9 +590,9 @@ def _units(reads: list[_FileRead], name: str | None, route_by: str | None) -> li
     return sorted(first, key=lambda u: first[u])
 
 
-def _unit_result(unit: str, write: _UnitWrite, settings: UnitSettings, schema: pa.Schema, reads: list[_FileRead],
+def _unit_result(unit: str, write: _UnitWrite, settings: UnitSettings, schema: pa.Schema, reads: list[_PieceRead],
                  grouped: list[_ShardGrouped], written: list[_ShardWritten], null_key_rows: int,
-                 master: str) -> UnitResult:
+                 engine: EngineInfo) -> UnitResult:
     """Step 6: what the tasks measured of one unit, summed."""
     lengths = LengthHistogram()
     for w in written:
@@ -601,7 +602,7 @@ def _unit_result(unit: str, write: _UnitWrite, settings: UnitSettings, schema: p
     spill = SpillFigures(sum(r.spill.bytes for r in grouped), max([r.spill.most_parts for r in grouped] or [1]))
     return UnitResult(unit or None, write.folder, schema, write.grouping, settings.declared, write.encodings,
                       [w.info for w in written], lengths, input_bytes, output_bytes, spill, write.partition,
-                      write.partition_value, null_key_rows, EngineInfo("spark", master))
+                      write.partition_value, null_key_rows, engine)
 
 
 def _sum_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -109,7 +109,7 @@ def stats_raw(inputs: list[str], key: tuple[str, ...], order_by: str | None = No
                 batch, n_null = null_keys_dropped(sb, tuple(key), drop_null_keys)
                 dropped += n_null
                 rows += batch.num_rows
-                pipeline.feed(batch, f"{sb.path}, rows {sb.first_row + 1}-{sb.first_row + sb.batch.num_rows}", sb.path)
+                pipeline.feed(batch, sb.where, (sb.path, sb.piece))
                 pbar.update(max(0, sb.bytes_done - pbar.n))
         pipeline.finish_input()
         per_column = {n: _ColumnStats() for n in source.schema.names}

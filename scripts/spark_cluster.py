@@ -1,4 +1,4 @@
-"""A Spark standalone cluster on 127.0.0.1 for tests: a master and workers in JVMs of their own, started
+"""A Spark standalone cluster on 127.0.0.1 for tests and benchmarks: a master and workers in JVMs of their own, started
 with the pyspark package's own `spark-class`, as a real deployment has them (not local mode, where the
 executors live in the driver's JVM and share its working folder)."""
 
@@ -50,6 +50,10 @@ class StandaloneCluster:
             time.sleep(0.5)
         with open(log) as fh:
             raise RuntimeError(f"the Spark standalone cluster did not start; see {log}:\n" + fh.read()[-3000:])
+
+    def pids(self) -> list[int]:
+        """The master's and workers' JVMs (executors run below the workers)."""
+        return [p.pid for p in self.procs]
 
     def executor_logs(self) -> str:
         """Everything the executors wrote to stderr (under the workers' work folders)."""
