@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,18 @@ class Inputs:
 _FORMAT_NAMES = {"parquet": "Parquet", "csv": "CSV", "tsv": "TSV", "jsonl": "JSON lines"}
 
 
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_path(path: str, what: str) -> str:
+    """`path` if it is a local path; an object-store or HDFS URI (s3://, gs://, hdfs://, file://) is refused
+    in one line rather than taken as a local folder named "s3:" or handed to a reader that opens the URI."""
+    if _URI.match(path):
+        raise UsageProblem(f"{what} {path}: roolog reads and writes local paths only (no {path.split('://')[0]}:// "
+                           "URIs); mount the bucket or file system and give its local path")
+    return path
+
+
 def find_inputs(specs: list[str], input_format: str = "auto", output: str | None = None) -> Inputs:
     """Expand files, folders and globs, in the order given (folders and globs sorted).
 
@@ -113,6 +126,10 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
     error unless `input_format` picks one, and then files named as another format are skipped (counted in
     `skipped`), while files with no suffix at all (Hadoop's part-00000) are read in that format.
     """
+    for spec in specs:
+        local_path(spec, "input")
+    if output is not None:
+        local_path(output, "output")
     if input_format not in ("auto", *FORMATS):
         raise UsageProblem(f"unknown input format {input_format!r}; use auto or one of {', '.join(FORMATS)}")
     out = os.path.realpath(output) if output else None

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from .arrow_types import unify
 from .checks import open_shard, units
 from .errors import RoologError, UsageProblem
+from .inputs import local_path
 from .manifest import UnitManifest
 from .outdir import reading
 from .values import repeat_indices, take
@@ -67,6 +68,7 @@ def impression_batches(out: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
 
 def explode(out: str, target: str, compression_level: int = 3) -> dict:
     """Write the impression rows of converted output `out` to one Parquet file `target`."""
+    local_path(out, "output"), local_path(target, "target")
     real_out, real_target = os.path.realpath(out), os.path.realpath(target)
     if real_target == real_out or real_target.startswith(real_out.rstrip(os.sep) + os.sep):
         raise UsageProblem(f"{target} is inside the output {out}; write the impressions somewhere else")

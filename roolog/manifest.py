@@ -53,7 +53,7 @@ class InputRecord:
     bytes: int
     mtime: float
     xxh64: str
-    stat: dict[str, int]  # mtime_ns, ctime_ns, ino: tells a rewrite whose mtime was put back
+    stat: dict[str, int] | None = None  # mtime_ns, ctime_ns, ino: tells a rewrite whose mtime was put back
 
 
 @dataclass(frozen=True)

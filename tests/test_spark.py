@@ -63,7 +63,8 @@ def assert_same_output(tmp_path, local: dict, spark: dict) -> None:
     assert sorted(os.listdir(a)) == sorted(os.listdir(b))
     assert shard_bytes(a) == shard_bytes(b)
     assert manifest(a) == manifest(b)
-    assert spark["engine"]["name"] == "spark" and local["engine"] == {"name": "local", "master": None, "read_tasks": None}
+    assert spark["engine"]["name"] == "spark"
+    assert local["engine"] == {"name": "local", "master": None, "read_tasks": None}
     # the reports agree but for the Arrow bytes of the grouped batches in memory (a few bytes of offsets and
     # validity per batch: the engines cut the requests into batches differently)
     batching = {"logical_bytes_request", "logical_ratio"}
