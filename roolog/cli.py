@@ -138,6 +138,9 @@ def main() -> None:
 @click.option("--shards", type=click.IntRange(1, 100000), help="Number of output shards [default: from input size].")
 @click.option("--compression-level", type=click.IntRange(1, 22), default=3, show_default=True,
               help="zstd level of the shards.")
+@click.option("--row-group-requests", type=click.IntRange(1), metavar="N",
+              help="At most N requests per Parquet row group, so data loaders can split a shard finely "
+                   "[default: row groups of about 64 MB].")
 @click.option("--on-conflict", type=click.Choice(["error", "demote"]), default="error", show_default=True,
               help="When a declared request-level column varies inside a request: fail, or store it as a list.")
 @click.option("--drop-null-keys", is_flag=True, help="Skip rows whose key is null (counted in the report).")
@@ -157,9 +160,9 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars, no summary, no text events (for cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as one JSON object on stdout.")
 @_fail_cleanly
-def convert(inputs, out, key, order_by, read, schema_file, shards,
-            compression_level, on_conflict, drop_null_keys, memory_limit, partition_by, force, overwrite,
-            engine, spark_master, log_format, quiet, as_json):
+def convert(inputs, out, key, order_by, read, schema_file, shards, compression_level, row_group_requests,
+            on_conflict, drop_null_keys, memory_limit, partition_by, force, overwrite, engine, spark_master,
+            log_format, quiet, as_json):
     """Convert impression-level logs to request-level Parquet shards.
 
     INPUT is a file, a folder (hive key=value folders become columns) or a glob, in Parquet, CSV, TSV or
@@ -175,7 +178,8 @@ def convert(inputs, out, key, order_by, read, schema_file, shards,
         raise UsageProblem("--spark-master needs --engine spark")
     report = run_convert(list(inputs), out, key=tuple(key), order_by=order_by, schema_file=schema_file, read=read,
                          shards=shards, compression_level=compression_level, on_conflict=on_conflict,
-                         memory_limit=memory_limit, partition_by=partition_by, force=force, overwrite=overwrite,
+                         row_group_requests=row_group_requests, memory_limit=memory_limit,
+                         partition_by=partition_by, force=force, overwrite=overwrite,
                          drop_null_keys=drop_null_keys, progress=not quiet and log_format == "text",
                          log=EventLog(log_format, quiet), engine=engine, spark_master=spark_master)
     if as_json:

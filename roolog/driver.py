@@ -42,6 +42,7 @@ def convert(
     drop_null_keys: bool = False,
     partition_by: str | None = None,
     row_group_bytes: int = 64 << 20,
+    row_group_requests: int | None = None,
     memory_limit: int = 1 << 30,
     overwrite: bool = False,
     force: bool = False,
@@ -80,8 +81,10 @@ def convert(
         Drop rows whose key is null (counted in the report) instead of failing.
     partition_by
         A column whose values become partition folders ``OUT/col=value/``.
-    row_group_bytes
-        In-memory bytes per Parquet row group.
+    row_group_bytes, row_group_requests
+        A row group closes after the request that brings it to `row_group_bytes` bytes (in memory), or
+        at `row_group_requests` requests when given: small row groups let data loaders (``roolog.data``)
+        spread a shard over many workers without reading it more than once.
     memory_limit, overwrite, force, progress, log, engine, spark_master
         How the run goes (none of them changes a byte of the output): memory bound, writing beside
         others' files, redoing up-to-date units, the progress bar, an event callback
@@ -115,7 +118,8 @@ def convert(
     """
     output = OutputOptions(key=tuple(key), order_by=order_by, schema_file=schema_file, read=read or ReadOptions(),
                            shards=shards, compression_level=compression_level, on_conflict=on_conflict,
-                           drop_null_keys=drop_null_keys, partition_by=partition_by, row_group_bytes=row_group_bytes)
+                           drop_null_keys=drop_null_keys, partition_by=partition_by, row_group_bytes=row_group_bytes,
+                           row_group_requests=row_group_requests)
     run = RunOptions(memory_limit=memory_limit, overwrite=overwrite, force=force, progress=progress, log=log,
                      engine=engine, spark_master=spark_master)
     return convert_with(list(inputs), out, output, run)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
@@ -35,6 +36,7 @@ from .manifest import (
     write_json_atomic,
 )
 from .outdir import OutputFolder
+from .schema import label_like
 
 
 def finish_unit(unit: UnitResult, files: list[InputFile], inputs: list[InputRecord], options: dict,
@@ -83,7 +85,7 @@ def unit_manifest(unit: UnitResult, inputs: list[InputRecord], options: dict) ->
         key=list(unit.grouping.key), order_by=unit.grouping.order_by,
         request=[c for c in levels.request if c != column],
         impression=[c for c in schema.names if c in levels.impression],
-        labels=list(unit.declared.labels) if unit.declared else [], demoted=list(levels.demoted),
+        labels=list(unit.declared.labels) if unit.declared else guessed_labels(unit), demoted=list(levels.demoted),
         count_column=None if levels.impression else COUNT_COLUMN,
         columns=[{"name": f.name, "type": str(f.type)} for f in schema], arrow_schema=schema_to_b64(schema),
         partition=partition)
@@ -92,6 +94,29 @@ def unit_manifest(unit: UnitResult, inputs: list[InputRecord], options: dict) ->
                         impressions=sum(s.impressions for s in shards), bytes=sum(s.bytes for s in shards))
     return UnitManifest(roolog_version=__version__, created=now(), inputs=inputs, options=options,
                         schema=spec, encodings=unit.encodings, shards=shards, totals=totals)
+
+
+def guessed_labels(unit: UnitResult) -> list[str]:
+    """Without a schema file, the labels `roolog infer-schema` would suggest: impression-level integer or
+    boolean columns named like a target (click, label, ...) holding only 0 and 1 (and nulls), judged from
+    the min and max in the shards' footers."""
+    names = [c for c in unit.grouping.levels.impression if label_like(c)
+             and c != unit.partition and _binary_type(unit.schema.field(c).type)]
+    seen: dict[str, list] = {c: [] for c in names}
+    for shard in unit.shards:
+        metadata = pq.ParquetFile(os.path.join(unit.folder, shard.file)).metadata
+        for g in range(metadata.num_row_groups):
+            group = metadata.row_group(g)
+            for j in range(group.num_columns):
+                chunk = group.column(j)
+                name = chunk.path_in_schema.split(".")[0]
+                if name in seen and chunk.statistics is not None and chunk.statistics.has_min_max:
+                    seen[name] += [chunk.statistics.min, chunk.statistics.max]
+    return [c for c in names if seen[c] and all(v in (0, 1) for v in seen[c])]
+
+
+def _binary_type(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_boolean(t)
 
 
 def finish_partitioned(folder: OutputFolder, column: str, options: dict, inputs: list[InputRecord],

@@ -54,7 +54,7 @@ class _Unit:
         with bar(pipeline.shards, f"writing {self.name or ''}".strip(), "shard", progress) as shown:
             for s in range(pipeline.shards):
                 writer = ShardWriter(os.path.join(self.dir, shard_file(s)), out_schema, output.compression_level,
-                                     output.row_group_bytes, encodings)
+                                     output.row_groups, encodings)
                 shards.append(write_shard(writer, prefetch(pipeline.requests(s)), rows_of, lengths, output_bytes))
                 shown.update(1)
                 failpoint("write")

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 from .errors import UsageProblem
 from .inputs import ReadOptions
 from .log import silent
+from .shards import RowGroupSize
 
 OnConflict = Literal["error", "demote"]  # a declared request-level column that varies: fail, or store a list
 EngineName = Literal["local", "spark"]
@@ -34,6 +35,7 @@ class OutputOptions:
     drop_null_keys: bool = False
     partition_by: str | None = None  # default: the top-level hive key of partitioned inputs
     row_group_bytes: int = 64 << 20  # in-memory bytes per Parquet row group
+    row_group_requests: int | None = None  # at most this many requests per row group (for data loaders)
 
     def __post_init__(self) -> None:
         _check_choice("--on-conflict", self.on_conflict, OnConflict)
@@ -41,6 +43,12 @@ class OutputOptions:
             raise UsageProblem(f"--compression-level must be 1 to 22 (zstd), not {self.compression_level}")
         if self.shards is not None and self.shards < 1:
             raise UsageProblem(f"--shards must be at least 1, not {self.shards}")
+        if self.row_group_requests is not None and self.row_group_requests < 1:
+            raise UsageProblem(f"--row-group-requests must be at least 1, not {self.row_group_requests}")
+
+    @property
+    def row_groups(self) -> RowGroupSize:
+        return RowGroupSize(self.row_group_bytes, self.row_group_requests)
 
     def record(self, schema_xxh64: str | None, partition_by: str | None) -> dict[str, Any]:
         """These options as the manifest holds them (JSON types: tuples become lists), with the schema file's
@@ -50,7 +58,7 @@ class OutputOptions:
         doc = {"key": self.key, "order_by": self.order_by, "schema_xxh64": schema_xxh64, "read": read,
                "shards": self.shards, "compression_level": self.compression_level, "on_conflict": self.on_conflict,
                "drop_null_keys": self.drop_null_keys, "partition_by": partition_by,
-               "row_group_bytes": self.row_group_bytes}
+               "row_group_bytes": self.row_group_bytes, "row_group_requests": self.row_group_requests}
         return json.loads(json.dumps(doc))
 
 

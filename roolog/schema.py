@@ -17,6 +17,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+LABEL_WORDS = ("click", "label", "conversion", "convert", "booking", "book", "purchase", "target")
+
+
+def label_like(name: str) -> bool:
+    """Whether a column's name says it is a target (a label needs 0/1 values as well)."""
+    return any(w in name.lower() for w in LABEL_WORDS)
+
+
 @dataclass(frozen=True)
 class LogSchema:
     """A schema file (DESIGN.md): key, optional order_by, request and impression columns, labels."""

@@ -56,7 +56,7 @@ from .options import OutputOptions, RunOptions
 from .outdir import OutputFolder
 from .plan import MAX_PARTITIONS, Job, UnitSettings, too_many_partitions, unit_settings
 from .schema import Levels
-from .shards import ShardWriter
+from .shards import RowGroupSize, ShardWriter
 from .sources import Source
 from .spill import RunSpill, split_by_shard
 
@@ -450,7 +450,7 @@ def _requests(path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
             yield grouping.conform(batch)
 
 
-def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int, row_group_bytes: int,
+def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int, row_groups: RowGroupSize,
                 failpoint: str | None, task: tuple[str, int]) -> _ShardWritten:
     unit, shard = task
     u = units[unit]
@@ -465,7 +465,7 @@ def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int,
             _maybe_fail(failpoint, "write")
 
     try:
-        writer = ShardWriter(attempt, schema, compression_level, row_group_bytes, u.encodings)
+        writer = ShardWriter(attempt, schema, compression_level, row_groups, u.encodings)
         info = write_shard(writer, runs(), output, lengths, output_bytes)
         os.replace(attempt, final)
     except BaseException:
@@ -521,7 +521,7 @@ class SparkEngine:
                                             + [m for r in grouped if r.unit == unit for m in r.moved])
                       for unit in units}
             tasks = [(unit, s) for unit in units for s in range(n_shards)]
-            write = partial(_write_task, writes, work, output.compression_level, output.row_group_bytes,
+            write = partial(_write_task, writes, work, output.compression_level, output.row_groups,
                             plan.failpoint)
             written = _run_job(lambda: sc.parallelize(tasks, len(tasks)).map(write).collect())
             inputs = fingerprint(files)

@@ -30,12 +30,11 @@ from .manifest import LEDGER, MANIFEST, REPORT, PartitionedManifest, UnitManifes
 from .outdir import reading
 from .pipeline import RequestPipeline
 from .progress import bar
-from .schema import Levels, LogSchema, check_key_and_order
+from .schema import Levels, LogSchema, check_key_and_order, label_like
 from .sources import ReadOptions, Source, resolve_inputs
 from .values import adjacent_differs
 
 SAMPLE_REQUESTS = 10_000  # whole requests written both ways for the on-disk estimate
-LABEL_WORDS = ("click", "label", "conversion", "convert", "booking", "book", "purchase", "target")
 
 
 @dataclass
@@ -272,4 +271,4 @@ def _pins(type_text: str) -> bool:
 
 
 def _looks_like_label(name: str, column: dict) -> bool:
-    return any(w in name.lower() for w in LABEL_WORDS) and column["binary"]
+    return label_like(name) and column["binary"]

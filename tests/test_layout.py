@@ -90,8 +90,10 @@ def test_import_roolog_is_light_and_the_public_api_is_all_there():
         roolog.no_such_name  # noqa: B018
 
 
-def test_the_convert_docstring_examples_run_as_written(tmp_path, monkeypatch):
+def test_the_docstring_examples_run_as_written(tmp_path, monkeypatch):
+    """roolog.convert's, then roolog.data.RequestDataset's (which reads the output convert's made)."""
     import roolog
+    import roolog.data
     import roolog.driver
 
     monkeypatch.chdir(tmp_path)
@@ -107,8 +109,9 @@ def test_the_convert_docstring_examples_run_as_written(tmp_path, monkeypatch):
 
     finder = doctest.DocTestFinder()
     runner = Collect(verbose=False)
-    tests = finder.find(roolog.driver.convert, "convert", globs={"roolog": roolog})
-    assert tests and tests[0].examples
+    tests = [t for t in [*finder.find(roolog.driver.convert, "convert", globs={"roolog": roolog}),
+                         *finder.find(roolog.data.RequestDataset, "RequestDataset", globs={})] if t.examples]
+    assert [t.name for t in tests] == ["convert", "RequestDataset"]
     for test in tests:
         runner.run(test, out=lambda _: None)
     assert failures == []

@@ -1,6 +1,6 @@
 """`roolog train`: a request-aware PyTorch trainer over converted shards (needs the `train` extra: torch).
 
-features (columns -> feature kinds) -> data (row groups -> JaggedBatch) -> model -> trainer (loop, metrics)
+roolog.data (shards -> RequestBatch) -> features (which columns, standardization) -> model (ModelBatch) -> trainer
 """
 
 from .trainer import TrainConfig, train

@@ -14,7 +14,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import JaggedBatch
+from ..data import RequestBatch
+from .features import FeatureSpec, label_values
+
+
+@dataclass
+class ModelBatch:
+    """A RequestBatch as the model takes it: id features side by side (bucket 0 where null), dense features
+    standardized (0 where null), histories jagged, labels 0/1 (NaN where unknown)."""
+
+    request_ids: torch.Tensor  # [R, request id features]
+    request_dense: torch.Tensor  # [R, request dense features]
+    sequence_values: list[torch.Tensor]  # per sequence feature: [total length]
+    sequence_offsets: list[torch.Tensor]  # per sequence feature: [R + 1]
+    impression_ids: torch.Tensor  # [I, impression id features]
+    impression_dense: torch.Tensor  # [I, impression dense features]
+    request_index: torch.Tensor  # [I]: each impression's request row
+    labels: torch.Tensor  # [I]
+
+    @property
+    def requests(self) -> int:
+        return len(self.request_ids)
+
+    @property
+    def impressions(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def of(cls, batch: RequestBatch, spec: FeatureSpec) -> ModelBatch:
+        """On the batch's device; ids shift by one so that bucket 0 stays the null (padding) row."""
+        def ids(jagged: dict, names: list[str], rows: int) -> torch.Tensor:
+            out = torch.zeros((rows, len(names)), dtype=torch.int64, device=batch.lengths.device)
+            for j, name in enumerate(names):
+                present = jagged[name].lengths.bool()
+                out[present, j] = jagged[name].values + 1
+            return out
+
+        def dense(values: dict, names: list[str], rows: int) -> torch.Tensor:
+            out = torch.zeros((rows, len(names)), dtype=torch.float32, device=batch.lengths.device)
+            for j, name in enumerate(names):
+                mean, std = spec.dense_stats[name]
+                out[:, j] = torch.nan_to_num((values[name] - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+            return out
+
+        r, i = batch.requests, batch.impressions
+        histories = [batch.request_ids[name] for name in spec.sequences]
+        return cls(request_ids=ids(batch.request_ids, spec.request_ids, r),
+                   request_dense=dense(batch.request_dense, spec.request_dense, r),
+                   sequence_values=[h.values + 1 for h in histories], sequence_offsets=[h.offsets for h in histories],
+                   impression_ids=ids(batch.impression_ids, spec.impression_ids, i),
+                   impression_dense=dense(batch.impression_dense, spec.impression_dense, i),
+                   request_index=batch.request_index(),
+                   labels=label_values(batch.labels[spec.label], spec).float())
 
 
 @dataclass
@@ -97,15 +148,15 @@ class RequestAwareModel(nn.Module):
         self.interaction = nn.Sequential(nn.Linear(3 * h, h), nn.ReLU(), nn.Linear(h, h // 2), nn.ReLU(),
                                          nn.Linear(h // 2, 1))
 
-    def request_vectors(self, batch: JaggedBatch) -> torch.Tensor:
+    def request_vectors(self, batch: ModelBatch) -> torch.Tensor:
         """The expensive, user-side part: once per row of the batch's request features."""
         parts = [self.embedding(batch.request_ids).flatten(1), batch.request_dense]
         histories = zip(self.histories, batch.sequence_values, batch.sequence_offsets, strict=True)
         parts += [encode(values, offsets) for encode, values, offsets in histories]
         return self.request_tower(_cat(parts, batch.requests, batch.request_dense))
 
-    def forward(self, batch: JaggedBatch) -> torch.Tensor:
-        request = self.request_vectors(batch)[batch.request_index()]  # broadcast to impressions
+    def forward(self, batch: ModelBatch) -> torch.Tensor:
+        request = self.request_vectors(batch)[batch.request_index]  # broadcast to impressions
         parts = [self.embedding(batch.impression_ids).flatten(1), batch.impression_dense]
         impression = self.impression_tower(_cat(parts, batch.impressions, batch.impression_dense))
         return self.interaction(torch.cat([request, impression, request * impression], dim=1)).squeeze(1)

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..data import RequestBatch, RequestDataset
 from ..errors import RoologError, UsageProblem
 from ..outdir import reading
 from ..progress import bar
 from ..report import nan_to_none
-from .data import JaggedBatch, RequestDataset
 from .features import FeatureSpec, build_spec, shard_files
 from .metrics import click_metrics
-from .model import ModelConfig, RequestAwareModel
+from .model import ModelBatch, ModelConfig, RequestAwareModel
 
 SMOKE_EPOCHS = 5  # a smoke run trains this many passes over the training requests ...
 SMOKE_MAX_STEPS = 200  # ... or this many steps, whichever is fewer: a budget of work, never of time
@@ -109,11 +109,12 @@ class _Throughput:
 
     def __init__(self, warmup: int):
         self.warmup, self.steps, self.trained_impressions = warmup, 0, 0
-        self.timed_impressions = self.timed_requests = 0
+        self.timed_impressions = 0
+        self.timed_requests: int | None = 0  # None once a batch no longer says (the impression layout)
         self.start = time.perf_counter() if warmup == 0 else None
         self.end: float | None = None
 
-    def step(self, impressions: int, requests: int) -> None:
+    def step(self, impressions: int, requests: int | None) -> None:
         """After a step has finished (loss.item() has waited for the device)."""
         now = time.perf_counter()
         self.steps += 1
@@ -122,17 +123,19 @@ class _Throughput:
             self.start = now
         elif self.steps > self.warmup:
             self.timed_impressions += impressions
-            self.timed_requests += requests
+            self.timed_requests = None if requests is None or self.timed_requests is None else \
+                self.timed_requests + requests
             self.end = now
 
     def figures(self) -> dict[str, float | None]:
         seconds = self.end - self.start if self.end is not None and self.start is not None else None
         return {"impressions_seen": self.trained_impressions,
                 "impressions_per_s": self.timed_impressions / seconds if seconds else None,
-                "requests_per_s": self.timed_requests / seconds if seconds else None}
+                "requests_per_s": self.timed_requests / seconds if seconds and self.timed_requests is not None
+                else None}
 
 
-def evaluate(model: RequestAwareModel, loader: DataLoader, device: torch.device,
+def evaluate(model: RequestAwareModel, loader: DataLoader, spec: FeatureSpec, device: torch.device,
              max_impressions: int | None = None) -> dict[str, float]:
     """Metrics over the held-out requests (the first `max_impressions` of them when given), in float32:
     bf16 logits would tie many scores and blur the AUC."""
@@ -143,7 +146,7 @@ def evaluate(model: RequestAwareModel, loader: DataLoader, device: torch.device,
             if max_impressions is not None and seen >= max_impressions:
                 break
             seen += batch.impressions
-            batch = batch.to(device, non_blocking=True)
+            batch = ModelBatch.of(batch.to(device, non_blocking=True), spec)
             known = ~torch.isnan(batch.labels)
             probs.append(torch.sigmoid(model(batch).float())[known].cpu().numpy())
             labels.append(batch.labels[known].cpu().numpy())
@@ -184,12 +187,13 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     device = pick_device(cfg.device)
     shards = shard_files(out)  # every shard checked against the manifest, once
     spec = build_spec(out, cfg.label, cfg.exclude, cfg.buckets, cfg.positive_threshold, cfg.eval_percent,
-                      stats_requests=SMOKE_STATS_REQUESTS if cfg.smoke else None, shards=shards)
-    paths = shards[1]
+                      stats_requests=SMOKE_STATS_REQUESTS if cfg.smoke else None, shards=shards,
+                      max_history=cfg.max_history)
     common: dict[str, Any] = dict(eval_percent=cfg.eval_percent, batch_impressions=cfg.batch_impressions,
-                                  max_history=cfg.max_history, layout=cfg.layout, seed=cfg.seed)
-    train_set = RequestDataset(paths, spec, split="train", shuffle=True, **common)
-    eval_loader = _loader(RequestDataset(paths, spec, split="eval", **common), cfg, device)
+                                  exploded=cfg.layout == "impression", seed=cfg.seed,
+                                  verify=False)  # shard_files checked every shard
+    train_set = spec.dataset(out, cfg.max_history, split="train", shuffle=True, **common)
+    eval_loader = _loader(spec.dataset(out, cfg.max_history, split="eval", **common), cfg, device)
     model = RequestAwareModel(model_config(spec, cfg)).to(device)
     optimizers = _optimizers(model, cfg)
     losses, speed = [], _Throughput(cfg.warmup_steps)
@@ -199,7 +203,7 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     for epoch in range(cfg.epochs):
         train_set.set_epoch(epoch)
         for loaded in _loader(train_set, cfg, device):
-            batch: JaggedBatch = loaded.to(device, non_blocking=True)
+            batch = ModelBatch.of(loaded.to(device, non_blocking=True), spec)
             with _autocast(device):
                 loss = _masked_loss(model(batch), batch.labels)
             if torch.isnan(loss):  # a batch with no known label
@@ -210,7 +214,7 @@ def _train(out: str, cfg: TrainConfig) -> dict:
             for opt in optimizers:
                 opt.step()
             losses.append(loss.item())
-            speed.step(batch.impressions, batch.source_requests)
+            speed.step(batch.impressions, _requests_of(loaded, cfg.layout))
             progress.update()
             progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
             elapsed = time.perf_counter() - started
@@ -225,7 +229,7 @@ def _train(out: str, cfg: TrainConfig) -> dict:
         raise RoologError(f"{out}: no training impressions with a label")
     train_seconds = time.perf_counter() - started
     speed_figures = speed.figures()  # before eval, which is not training
-    metrics = evaluate(model, eval_loader, device, SMOKE_EVAL_IMPRESSIONS if cfg.smoke else None)
+    metrics = evaluate(model, eval_loader, spec, device, SMOKE_EVAL_IMPRESSIONS if cfg.smoke else None)
     summary = {"output": out, "device": str(device), "layout": cfg.layout, "label": spec.label,
                "steps": len(losses), "epochs_started": epoch + 1, "train_seconds": train_seconds,
                "stopped_by_time_limit": timed_out,
@@ -240,6 +244,11 @@ def _train(out: str, cfg: TrainConfig) -> dict:
         with open(cfg.metrics_file, "a") as f:
             f.write(json.dumps(nan_to_none({"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary})) + "\n")
     return summary
+
+
+def _requests_of(batch: RequestBatch, layout: str) -> int | None:
+    """Requests a training batch came from: after exploding, one row per impression no longer says."""
+    return batch.requests if layout == "request" else None
 
 
 def smoke_verdict(summary: dict) -> dict:

@@ -1,0 +1,644 @@
+"""`roolog.data`: request batches from a `roolog convert` output, for your own PyTorch (or TorchRec) trainer.
+
+`RequestDataset(out)` is a `torch.utils.data.IterableDataset` of `RequestBatch`es. A batch of R requests
+and I impressions holds every request-level feature once per request and every impression-level feature
+and label flat, with the impressions of request r at `offsets[r]:offsets[r + 1]`. Example: two requests,
+the first showing 3 items and the second 2, with a user id, a history and an item id::
+
+    lengths                 = [3, 2]                       offsets = [0, 3, 5]
+    request_ids["user_id"]  = Jagged(values=[7, 9],           lengths=[1, 1])      one id per request
+    request_ids["history"]  = Jagged(values=[101, 102, 103, 104], lengths=[3, 1])  a list per request
+    request_dense["age"]    = [31.0, nan]                                          NaN: null
+    impression_ids["item"]  = Jagged(values=[11, 12, 13, 21, 22], lengths=[1, 1, 1, 1, 1])
+    impression_dense["price"] = [1.5, 2.0, 0.5, 9.9, 1.0]
+    labels["click"]         = [0., 1., 0., 0., 1.]                                 NaN: null
+
+    to_kjt("request"):    keys   ["user_id", "history", "item"]
+                          values [7, 9 | 101, 102, 103, 104 | 11, 12, 13, 21, 22]
+                          lengths [1, 1 | 3, 1 | 1, 1, 1, 1, 1]
+                          stride_per_key_per_rank [[2], [2], [5]]
+                          inverse_indices (keys, [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [0, 1, 2, 3, 4]])
+    to_kjt("impression"): the same keys with 5 rows each: user_id [7, 7, 7, 9, 9], the history
+                          repeated per impression (lengths [3, 3, 3, 1, 1]), item as above.
+
+The request layout is RecD's inverse KJT: TorchRec's `EmbeddingBagCollection` pools each request feature
+once per request and expands the pooled rows to impressions by `inverse_indices`, giving the same output
+as the impression layout.
+
+Columns and their kinds (from the shards' Arrow types and the manifest's levels):
+
+    ids     integers, booleans, dates (their integer count), strings and binaries, dictionaries of these;
+            request-level lists of them (a user history, cut to its last `max_list_length` items), and
+            string columns named in `tokenize` (split on whitespace into a list of tokens)  -> Jagged int64
+    dense   floats, decimals, timestamps, durations, times (their integer count)        -> float tensor
+    labels  the manifest's `labels` (or `labels=`), impression-level numbers or booleans -> float32
+
+A null id is an empty list (length 0); a null item inside a list is left out; a null dense value or label
+is NaN. Id values: integers as they are (uint64 reinterpreted as int64, booleans 0/1), strings and
+binaries as xxh64 of their bytes (seed 0) with the top bit cleared, so the same string gets the same id in
+every column. With `id_buckets=B`, every id value (integers too) is hashed into 0..B-1 instead, salted by
+its column's name (xxh64 seeded by xxh64 of the name), so one shared table of B rows serves all features.
+The key is not a feature unless listed in `columns`; columns of other types (structs, lists of floats) are
+left out and listed in `RequestDataset.skipped` (naming them in `columns` is an error).
+
+Work is split by (rank, DataLoader worker): the output's requests, in shard and row-group order (row
+groups permuted by `seed` and epoch when `shuffle`), are cut into `world_size x num_workers` contiguous
+runs of equal size (to one request), so every request is read by exactly one of them per epoch, however
+few row groups there are (`roolog convert --row-group-requests N` makes row groups small, so that each
+worker reads only its own). With `shuffle`, the requests of each row group are also permuted. Call
+`set_epoch(e)` before each epoch, as with `DistributedSampler`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import xxhash
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .checks import check_shards, units
+from .errors import RoologError, UsageProblem
+from .keys import key_hashes, xxh64_u64
+from .manifest import UnitSchema
+from .values import offsets_from_lengths
+
+DEFAULT_BATCH_REQUESTS = 256  # when neither batch_requests nor batch_impressions is given
+TORCHREC_INSTALL = "bash scripts/install-torchrec.sh (see README, 'Training your own model')"
+Layout = Literal["request", "impression"]
+
+
+# -- batches -----------------------------------------------------------------------------------------------
+
+@dataclass
+class Jagged:
+    """Rows of variable length, flat: row i is values[offsets[i]:offsets[i + 1]] (TorchRec's JaggedTensor)."""
+
+    values: torch.Tensor  # [sum(lengths)] int64
+    lengths: torch.Tensor  # [rows] int64
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        return _offsets(self.lengths)
+
+    def gather(self, rows: torch.Tensor) -> Jagged:
+        """These rows, in this order (a row may repeat): how request features are copied to impressions."""
+        values, lengths = gather_ranges(self.values, self.offsets[:-1][rows], self.lengths[rows])
+        return Jagged(values, lengths)
+
+    def padded(self, fill: int = 0) -> torch.Tensor:
+        """[rows, longest] with `fill` after each row's values (right padding)."""
+        rows, longest = len(self.lengths), int(self.lengths.max()) if len(self.lengths) else 0
+        out = torch.full((rows, longest), fill, dtype=self.values.dtype, device=self.values.device)
+        out[torch.arange(longest, device=self.lengths.device)[None, :] < self.lengths[:, None]] = self.values
+        return out
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Jagged:
+        return Jagged(fn(self.values), fn(self.lengths))
+
+
+@dataclass
+class RequestBatch:
+    """R requests and their I impressions; see the module docstring for the layout."""
+
+    lengths: torch.Tensor  # [R] impressions per request
+    request_ids: dict[str, Jagged] = field(default_factory=dict)  # R rows each
+    request_dense: dict[str, torch.Tensor] = field(default_factory=dict)  # [R] each
+    impression_ids: dict[str, Jagged] = field(default_factory=dict)  # I rows each
+    impression_dense: dict[str, torch.Tensor] = field(default_factory=dict)  # [I] each
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)  # [I] each, float32, NaN = null
+
+    @property
+    def requests(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def impressions(self) -> int:
+        return int(self.lengths.sum())
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        """[R + 1]: request r owns impressions offsets[r]:offsets[r + 1]."""
+        return _offsets(self.lengths)
+
+    def request_index(self) -> torch.Tensor:
+        """[I]: each impression's request row; `request_vectors[batch.request_index()]` broadcasts."""
+        return torch.repeat_interleave(torch.arange(self.requests, device=self.lengths.device), self.lengths)
+
+    def exploded(self) -> RequestBatch:
+        """The classic sample-level layout of the same data: one request per impression, each carrying its
+        own copy of the request features (histories included)."""
+        rows = self.request_index()
+        return replace(self, lengths=torch.ones(len(rows), dtype=self.lengths.dtype, device=rows.device),
+                       request_ids={k: j.gather(rows) for k, j in self.request_ids.items()},
+                       request_dense={k: t[rows] for k, t in self.request_dense.items()})
+
+    def to_kjt(self, layout: Layout = "request", keys: Sequence[str] | None = None):
+        """The id features as a `torchrec.KeyedJaggedTensor` (request features first, then impression ones).
+
+        ``"request"``: request features hold R rows (each value once per request), impression features I;
+        `stride_per_key_per_rank` says so and `inverse_indices` maps each of the I impressions to its row,
+        as TorchRec's variable-batch KJT wants it. ``"impression"``: every feature I rows (request features
+        copied to each impression). `keys` picks and orders features (default: all).
+        """
+        try:
+            from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+        except ImportError as err:
+            raise UsageProblem(f"to_kjt needs TorchRec: {TORCHREC_INSTALL}") from err
+        if layout not in ("request", "impression"):
+            raise UsageProblem(f"layout must be 'request' or 'impression', not {layout!r}")
+        features = {**self.request_ids, **self.impression_ids}
+        names = list(keys) if keys is not None else list(features)
+        unknown = [k for k in names if k not in features]
+        if unknown:
+            raise UsageProblem(f"to_kjt: no id feature {unknown[0]!r} (the batch has {', '.join(features)})")
+        rows = self.request_index()
+        if layout == "impression":
+            chosen = [self.request_ids[k].gather(rows) if k in self.request_ids else features[k] for k in names]
+            return KeyedJaggedTensor(keys=names, values=_cat([j.values for j in chosen], self.lengths),
+                                     lengths=_cat([j.lengths for j in chosen], self.lengths))
+        chosen = [features[k] for k in names]
+        identity = torch.arange(len(rows), device=rows.device)
+        inverse = torch.stack([rows if k in self.request_ids else identity for k in names]) if names else \
+            torch.empty((0, len(rows)), dtype=torch.int64, device=rows.device)
+        return KeyedJaggedTensor(keys=names, values=_cat([j.values for j in chosen], self.lengths),
+                                 lengths=_cat([j.lengths for j in chosen], self.lengths),
+                                 stride_per_key_per_rank=[[len(j.lengths)] for j in chosen],
+                                 inverse_indices=(names, inverse))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> RequestBatch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> RequestBatch:  # called by DataLoader(pin_memory=True)
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> RequestBatch:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = fn(value) if isinstance(value, torch.Tensor) else \
+                {k: v._map(fn) if isinstance(v, Jagged) else fn(v) for k, v in value.items()}
+        return RequestBatch(**out)
+
+
+def _offsets(lengths: torch.Tensor) -> torch.Tensor:
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64, device=lengths.device)
+    torch.cumsum(lengths, 0, out=offsets[1:])
+    return offsets
+
+
+def _cat(parts: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64, device=like.device)
+
+
+def gather_ranges(values: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """values[starts[i]:starts[i] + lengths[i]] for every i, concatenated, and those lengths."""
+    offsets = _offsets(lengths)
+    within = torch.arange(int(offsets[-1]), device=values.device) - torch.repeat_interleave(offsets[:-1], lengths)
+    return values[torch.repeat_interleave(starts, lengths) + within], lengths
+
+
+# -- columns -> tensors ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Features:
+    """Which columns a dataset reads, and as what (decided once, from the manifest and the shards' types)."""
+
+    key: tuple[str, ...]
+    lengths_from: str  # an impression-level (list) column, or the count column: each request's impressions
+    request_ids: tuple[str, ...] = ()
+    request_dense: tuple[str, ...] = ()
+    impression_ids: tuple[str, ...] = ()
+    impression_dense: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    tokenize: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """What to read from the shards."""
+        names = [*self.request_ids, *self.request_dense, *self.impression_ids, *self.impression_dense,
+                 *self.labels, self.lengths_from]
+        return list(dict.fromkeys(names))
+
+
+def _unwrap(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def is_id_type(t: pa.DataType) -> bool:
+    t = _unwrap(t)
+    return (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date(t) or pa.types.is_string(t)
+            or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t))
+
+
+def is_dense_type(t: pa.DataType) -> bool:
+    t = _unwrap(t)
+    return (pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_timestamp(t)
+            or pa.types.is_duration(t) or pa.types.is_time(t))
+
+
+def is_text_type(t: pa.DataType) -> bool:
+    t = _unwrap(t)
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _kind(t: pa.DataType, tokenized: bool) -> str | None:
+    """"ids", "dense" or None (not a feature) for one value of a row (a request, or an impression)."""
+    if tokenized:
+        return "ids" if is_text_type(t) else None
+    if _is_list(t):
+        return "ids" if is_id_type(t.value_type) else None
+    return "ids" if is_id_type(t) else "dense" if is_dense_type(t) else None
+
+
+def choose_features(schema: UnitSchema, arrow: pa.Schema, columns: Sequence[str] | None,
+                    labels: Sequence[str] | None, tokenize: Sequence[str] = (),
+                    also_dense: Sequence[str] = ()) -> Features:
+    """Features from an output's schema (levels) and its shards' Arrow schema (types)."""
+    impression, request = set(schema.impression), set(schema.request)
+    label_names = tuple(schema.labels if labels is None else labels)
+    for name in label_names:
+        if name not in impression:
+            where = "request-level" if name in request else "not a column of this output"
+            raise UsageProblem(f"label {name!r} is {where}; a label must be impression-level")
+        inner = arrow.field(name).type.value_type
+        if not (pa.types.is_integer(inner) or pa.types.is_floating(inner) or pa.types.is_boolean(inner)):
+            raise UsageProblem(f"label {name!r} has type {inner}; a label must be a number or a boolean")
+    known = [f.name for f in arrow if not f.name.startswith("__roolog_")]
+    for name in [*(columns or ()), *tokenize, *also_dense]:
+        if name not in known:
+            raise UsageProblem(f"no column {name!r} in this output (it has {', '.join(known)})")
+    if columns is None:
+        wanted = [n for n in known if n not in schema.key and n not in label_names]
+    else:
+        wanted = [n for n in columns if n not in label_names]
+    kinds: dict[str, list[str]] = {"request_ids": [], "request_dense": [], "impression_ids": [],
+                                   "impression_dense": []}
+    skipped = []
+    for name in wanted:
+        t = arrow.field(name).type
+        level = "impression" if name in impression else "request"
+        if level == "impression":
+            t = t.value_type  # one list per request: the value of one impression inside
+        elif name in tokenize and not is_text_type(t):
+            raise UsageProblem(f"tokenize: {name!r} is a {t} column; only request-level strings are split")
+        kind = _kind(t, name in tokenize)
+        if kind is None:
+            if columns is not None:
+                raise UsageProblem(f"column {name!r} ({arrow.field(name).type}) cannot be a feature: ids are "
+                                   "integers, strings, booleans or dates (or lists of them), dense values numbers "
+                                   "or times")
+            skipped.append(name)
+        else:
+            kinds[f"{level}_{kind}"].append(name)
+            if name in also_dense and (pa.types.is_integer(_unwrap(t)) or pa.types.is_boolean(_unwrap(t))):
+                kinds[f"{level}_dense"].append(name)
+    unused = [n for n in also_dense if not any(n in v for k, v in kinds.items() if k.endswith("_dense"))]
+    if unused:
+        raise UsageProblem(f"also_dense: {unused[0]!r} is not a numeric id column among the features")
+    lengths_from = schema.impression[0] if schema.impression else schema.count_column
+    assert lengths_from is not None  # a manifest names the count column when no column is impression-level
+    return Features(key=tuple(schema.key), labels=label_names, tokenize=tuple(tokenize),
+                    lengths_from=lengths_from, skipped=tuple(skipped), **{k: tuple(v) for k, v in kinds.items()})
+
+
+def salt(column: str) -> int:
+    """A column's hash seed, from its name: adding or leaving out columns changes no other column's ids."""
+    return xxhash.xxh64_intdigest(column.encode())
+
+
+def encode_ids(values: pa.Array, column: str, buckets: int | None) -> np.ndarray:
+    """int64 ids of non-null values (see the module docstring): raw integers and hashed strings, or every
+    value hashed into 0..buckets-1 salted by the column name."""
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    t = values.type
+    seed = salt(column) if buckets is not None else 0
+    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date(t):
+        if pa.types.is_date(t):  # their integer storage
+            values = values.view(pa.int32() if t.bit_width == 32 else pa.int64())
+        ints = values.view(pa.int64()) if pa.types.is_uint64(t) else values.cast(pa.int64())
+        raw = np.array(ints.to_numpy(zero_copy_only=False), dtype=np.int64)  # a copy torch may write to
+        if buckets is None:
+            return raw
+        hashed = xxh64_u64(raw.view(np.uint64) ^ np.uint64(seed))
+    else:
+        encoded = values.dictionary_encode()  # strings and bytes: one digest per distinct value
+        distinct = [v if isinstance(v, bytes) else v.encode() for v in encoded.dictionary.to_pylist()]
+        digests = np.array([xxhash.xxh64_intdigest(v, seed=seed) for v in distinct], dtype=np.uint64)
+        hashed = digests[encoded.indices.to_numpy()] if len(digests) else np.zeros(0, np.uint64)
+        if buckets is None:
+            return (hashed & np.uint64((1 << 63) - 1)).astype(np.int64)
+    return (hashed % np.uint64(buckets)).astype(np.int64)
+
+
+def tokens(text: pa.Array) -> pa.Array:
+    """Whitespace-separated tokens as a list per row; an empty or null string is an empty list."""
+    if pa.types.is_dictionary(text.type):
+        text = text.dictionary_decode()
+    lists = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(text))
+    words = pc.list_flatten(lists)
+    keep = pc.greater(pc.utf8_length(words), 0)  # "" splits into [""]
+    rows = pc.list_parent_indices(lists).filter(keep).to_numpy()
+    offsets = offsets_from_lengths(np.bincount(rows, minlength=len(text)))
+    return pa.LargeListArray.from_arrays(pa.array(offsets), words.filter(keep))
+
+
+def _jagged_ids(rows: pa.Array, column: str, buckets: int | None, tokenize: bool,
+                max_list_length: int | None) -> Jagged:
+    """One entry per row (a scalar id or a list of them) -> Jagged ids; nulls left out."""
+    if tokenize:
+        rows = tokens(rows)
+    if _is_list(rows.type):
+        items = pc.list_flatten(rows)  # a null list has no items
+        parents = pc.list_parent_indices(rows)
+        valid = items.is_valid()
+        items, parents = items.filter(valid), parents.filter(valid).to_numpy()
+        lengths = np.bincount(parents, minlength=len(rows)).astype(np.int64)
+        values = torch.from_numpy(encode_ids(items, column, buckets))
+        jagged = Jagged(values, torch.from_numpy(lengths))
+        if max_list_length is not None and len(lengths) and lengths.max() > max_list_length:
+            keep = jagged.lengths.clamp(max=max_list_length)  # the last items: a history is logged oldest first
+            values, _ = gather_ranges(jagged.values, jagged.offsets[1:] - keep, keep)
+            jagged = Jagged(values, keep)
+        return jagged
+    valid = rows.is_valid()
+    lengths = valid.to_numpy(zero_copy_only=False).astype(np.int64)
+    return Jagged(torch.from_numpy(encode_ids(rows.filter(valid), column, buckets)), torch.from_numpy(lengths))
+
+
+def dense_values(rows: pa.Array, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Numbers (null -> NaN); timestamps, durations and times as their integer count."""
+    t = _unwrap(rows.type)
+    if pa.types.is_dictionary(rows.type):
+        rows = rows.dictionary_decode()
+    if pa.types.is_timestamp(t) or pa.types.is_duration(t) or pa.types.is_time(t):
+        rows = rows.view(pa.int32() if t.bit_width == 32 else pa.int64())
+    values = np.array(rows.cast(pa.float64()).to_numpy(zero_copy_only=False))  # a copy torch may write to
+    return torch.from_numpy(values).to(dtype)
+
+
+def request_lengths(table: pa.Table, column: str) -> np.ndarray:
+    """Impressions per request, from an impression-level list column (or the count column)."""
+    col = table.column(column).combine_chunks()
+    if _is_list(col.type):
+        return pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return col.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def collate(table: pa.Table, features: Features, id_buckets: int | None = None,
+            max_list_length: int | None = None, dense_dtype: torch.dtype = torch.float32) -> RequestBatch:
+    """Request rows (as read from a shard) -> one RequestBatch, column by column."""
+
+    def column(name: str, level: str) -> pa.Array:
+        col = table.column(name).combine_chunks()
+        return pc.list_flatten(col) if level == "impression" else col
+
+    def ids(names: tuple[str, ...], level: str) -> dict[str, Jagged]:
+        return {n: _jagged_ids(column(n, level), n, id_buckets, n in features.tokenize,
+                               max_list_length if level == "request" else None) for n in names}
+
+    return RequestBatch(
+        lengths=torch.from_numpy(request_lengths(table, features.lengths_from)),
+        request_ids=ids(features.request_ids, "request"),
+        request_dense={n: dense_values(column(n, "request"), dense_dtype) for n in features.request_dense},
+        impression_ids=ids(features.impression_ids, "impression"),
+        impression_dense={n: dense_values(column(n, "impression"), dense_dtype) for n in features.impression_dense},
+        labels={n: dense_values(column(n, "impression"), torch.float32) for n in features.labels})
+
+
+def in_eval_split(table: pa.Table, key: Sequence[str], eval_percent: int) -> np.ndarray:
+    """Whether each request is held out: fixed by the xxh64 of its key, so the same on every run, shard
+    layout, rank and worker."""
+    h = key_hashes([table.column(k).combine_chunks() for k in key])
+    return (h % np.uint64(100)) < np.uint64(eval_percent)
+
+
+# -- the dataset -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of one shard, and what its file was when the dataset checked it."""
+
+    path: str
+    index: int
+    rows: int
+    stat: tuple[int, int, int]  # (inode, size, mtime ns) of the shard
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows [start, stop) of a row group: the unit one (rank, worker) reads."""
+
+    group: RowGroup
+    start: int
+    stop: int
+
+
+def split_runs(groups: Sequence[RowGroup], parts: int, part: int) -> list[Segment]:
+    """Part `part` of `parts` contiguous runs of (about) equal numbers of requests over these row groups."""
+    total = sum(g.rows for g in groups)
+    begin, end = total * part // parts, total * (part + 1) // parts
+    out, at = [], 0
+    for g in groups:
+        lo, hi = max(begin, at), min(end, at + g.rows)
+        if lo < hi:
+            out.append(Segment(g, lo - at, hi - at))
+        at += g.rows
+    return out
+
+
+def _stat(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _default_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None or world_size is None:
+        dist = torch.distributed
+        on = dist.is_available() and dist.is_initialized()
+        rank = rank if rank is not None else dist.get_rank() if on else 0
+        world_size = world_size if world_size is not None else dist.get_world_size() if on else 1
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise UsageProblem(f"rank {rank} of world_size {world_size}: need 0 <= rank < world_size")
+    return rank, world_size
+
+
+class RequestDataset(IterableDataset):
+    """`RequestBatch`es over a `roolog convert` output (see the module docstring).
+
+    Parameters
+    ----------
+    out
+        The output folder (partitioned or not). Every shard is checked against the manifest (size and
+        xxh64) here, once; a shard replaced afterwards is an error when read.
+    columns
+        Feature columns (default: every column but the key and the labels that has a feature type).
+    labels
+        Label columns (default: the manifest's `labels`, as the schema file gave them).
+    batch_requests, batch_impressions
+        A batch closes at `batch_requests` requests, or before the request that would take it past
+        `batch_impressions` impressions (at least one request), whichever comes first. Default: 256
+        requests. Batches run across row groups; the last one of each (rank, worker) may be smaller.
+    shuffle, seed
+        Row groups, and requests within each, in a random order fixed by (seed, epoch).
+    rank, world_size
+        This process's share (default: ``torch.distributed``'s when initialised, else 0 of 1).
+    split, eval_percent
+        ``"train"`` or ``"eval"`` keep only the requests whose xxh64(key) mod 100 is at or above, or below,
+        `eval_percent`; ``"all"`` keeps every request.
+    id_buckets, tokenize, max_list_length, also_dense, dense_dtype
+        How ids are made (raw, or hashed into `id_buckets`), which request-level strings are split into
+        token lists, how many of a list's last items are kept, which integer id columns are also given as
+        dense values (a rank, a count), the dtype of dense features.
+    exploded
+        Yield the classic layout (`RequestBatch.exploded()`: one request per impression), made in the
+        DataLoader's workers.
+    verify
+        Check every shard's bytes against the manifest first (default True).
+
+    Examples
+    --------
+    >>> from torch.utils.data import DataLoader
+    >>> from roolog.data import RequestDataset
+    >>> data = RequestDataset("out", batch_requests=128, shuffle=True)
+    >>> batch = next(iter(DataLoader(data, batch_size=None)))
+    >>> batch.requests, batch.impressions, sorted(batch.labels)
+    (128, 1333, ['click'])
+    """
+
+    def __init__(self, out: str, *, columns: Sequence[str] | None = None, labels: Sequence[str] | None = None,
+                 batch_requests: int | None = None, batch_impressions: int | None = None, shuffle: bool = False,
+                 seed: int = 0, rank: int | None = None, world_size: int | None = None,
+                 split: Literal["all", "train", "eval"] = "all", eval_percent: int = 10,
+                 id_buckets: int | None = None, tokenize: Sequence[str] = (), max_list_length: int | None = None,
+                 also_dense: Sequence[str] = (), dense_dtype: torch.dtype = torch.float32, exploded: bool = False,
+                 verify: bool = True):
+        super().__init__()
+        if not os.path.isdir(out):
+            raise UsageProblem(f"{out}: no such folder (give the OUT folder of `roolog convert`)")
+        if batch_requests is None and batch_impressions is None:
+            batch_requests = DEFAULT_BATCH_REQUESTS
+        for name, value in (("batch_requests", batch_requests), ("batch_impressions", batch_impressions),
+                            ("id_buckets", id_buckets), ("max_list_length", max_list_length)):
+            if value is not None and value < 1:
+                raise UsageProblem(f"{name} must be at least 1, not {value}")
+        if split not in ("all", "train", "eval"):
+            raise UsageProblem(f"split must be 'all', 'train' or 'eval', not {split!r}")
+        if not 0 <= eval_percent <= 100:
+            raise UsageProblem(f"eval_percent must be 0 to 100, not {eval_percent}")
+        found = check_shards(out) if verify else units(out)
+        if not found:
+            raise RoologError(f"{out}: the output has no partitions")
+        paths = [os.path.join(folder, s.file) for folder, m in found for s in m.shards]
+        if not paths:
+            raise RoologError(f"{out}: the output holds no shards (no requests)")
+        self.out, self.manifest = out, found[0][1]
+        arrow = pq.read_schema(paths[0])
+        self.features = choose_features(self.manifest.schema, arrow, columns, labels, tuple(tokenize),
+                                        tuple(also_dense))
+        for folder, manifest in found[1:]:
+            other = choose_features(manifest.schema, pq.read_schema(os.path.join(folder, manifest.shards[0].file))
+                                    if manifest.shards else arrow, columns, labels, tuple(tokenize),
+                                    tuple(also_dense))
+            if manifest.shards and other != self.features:
+                raise RoologError(f"{folder}: this partition's columns differ in level or type from "
+                                  f"{found[0][0]}'s; convert them with one --schema file")
+        self.skipped = list(self.features.skipped)
+        self.row_groups = [RowGroup(p, g, f.metadata.row_group(g).num_rows, _stat(p))
+                           for p in paths for f in [pq.ParquetFile(p)] for g in range(f.num_row_groups)]
+        self.batch_requests, self.batch_impressions = batch_requests, batch_impressions
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.rank, self.world_size = _default_rank(rank, world_size)
+        self.split, self.eval_percent = split, eval_percent
+        self.id_buckets, self.max_list_length, self.dense_dtype = id_buckets, max_list_length, dense_dtype
+        self.exploded = exploded
+
+    @property
+    def requests(self) -> int:
+        """Requests in the output (before any split)."""
+        return sum(g.rows for g in self.row_groups)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose shuffle to use (before iterating; call it in every rank)."""
+        self.epoch = epoch
+
+    def segments(self, worker: int = 0, workers: int = 1) -> list[Segment]:
+        """What (this rank, `worker` of `workers`) reads this epoch, in order."""
+        groups = list(self.row_groups)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(groups))
+            groups = [groups[i] for i in order]
+        return split_runs(groups, self.world_size * workers, self.rank * workers + worker)
+
+    def __iter__(self) -> Iterator[RequestBatch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for table in self._batches(self._tables(self.segments(worker, workers))):
+            batch = collate(table, self.features, self.id_buckets, self.max_list_length, self.dense_dtype)
+            yield batch.exploded() if self.exploded else batch
+
+    def _tables(self, segments: list[Segment]) -> Iterator[pa.Table]:
+        files: dict[str, pq.ParquetFile] = {}
+        columns = list(dict.fromkeys([*self.features.key, *self.features.columns]))
+        for s in segments:
+            g = s.group
+            if g.path not in files:
+                if _stat(g.path) != g.stat:
+                    raise RoologError(f"{g.path}: the shard changed after the dataset checked it (a new convert "
+                                      "published into the output?); make the dataset again")
+                files[g.path] = pq.ParquetFile(g.path)
+            table = files[g.path].read_row_group(g.index, columns=columns).slice(s.start, s.stop - s.start)
+            if self.shuffle:
+                seed = [self.seed, self.epoch, xxhash.xxh32_intdigest(g.path.encode()), g.index, s.start]
+                table = table.take(np.random.default_rng(seed).permutation(table.num_rows))
+            if self.split != "all":
+                held_out = in_eval_split(table, self.features.key, self.eval_percent)
+                table = table.filter(pa.array(held_out if self.split == "eval" else ~held_out))
+            yield table
+
+    def _batches(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        """Tables of whole batches (see batch_requests, batch_impressions); the rest carried to the next."""
+        rest: pa.Table | None = None
+        for table in tables:
+            table = pa.concat_tables([rest, table]) if rest is not None and rest.num_rows else table
+            cuts = batch_cuts(request_lengths(table, self.features.lengths_from), self.batch_requests,
+                              self.batch_impressions)
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+                yield table.slice(a, b - a)
+            rest = table.slice(cuts[-1])
+        if rest is not None and rest.num_rows:
+            yield rest
+
+
+def batch_cuts(lengths: np.ndarray, batch_requests: int | None, batch_impressions: int | None) -> list[int]:
+    """Starts of the batches that are complete within these requests, and where the incomplete rest begins:
+    a batch is complete at `batch_requests` requests, or when the next request would take it past
+    `batch_impressions` impressions."""
+    ends = np.cumsum(lengths)
+    cuts, start, n = [0], 0, len(lengths)
+    while start < n:
+        stop = start + batch_requests if batch_requests is not None else n + 1  # n + 1: not decided here
+        if batch_impressions is not None:
+            base = int(ends[start - 1]) if start else 0
+            fits = int(np.searchsorted(ends, base + batch_impressions, side="right"))  # requests [start, fits)
+            if fits < n:  # request `fits` would take the batch past batch_impressions
+                stop = min(stop, max(fits, start + 1))
+        if stop > n:
+            break  # requests yet to come decide where this batch ends
+        cuts.append(stop)
+        start = stop
+    return cuts
