@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command. On a fresh Debian machine with only Python it first installs what the tests
-# need when it is missing - the project's dev, train and spark extras (into the active Python), Debian's
-# chromium (the stats page is tested in a real headless browser) and OpenJDK 17 (Spark) - then runs pytest
-# with the arguments given, for example:  bash scripts/run-tests.sh -m "not spark and not slow"
+# need when it is missing - the project's dev, train and spark extras (into the active Python), TorchRec
+# (scripts/install-torchrec.sh), Debian's chromium (the stats page is tested in a real headless browser)
+# and OpenJDK 17 (Spark) - then runs pytest with the arguments given, for example:
+#   bash scripts/run-tests.sh -m "not spark and not slow"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need() {  # need COMMAND DEBIAN_PACKAGE
@@ -18,4 +19,5 @@ need chromium chromium
 need java openjdk-17-jre-headless
 python -c "import pytest, pytest_timeout, hypothesis, duckdb, pyspark, torch, roolog" 2>/dev/null \
     || python -m pip install --quiet -e ".[dev,train,spark]"
+python -c "import torchrec" 2>/dev/null || bash scripts/install-torchrec.sh
 exec python -m pytest "$@"
