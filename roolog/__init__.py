@@ -9,6 +9,7 @@ The public API (each name is imported when first used, so `import roolog` stays 
     read_manifest(out)                     an output's manifest as a typed record (UnitManifest, ...)
     ReadOptions, OutputOptions, RunOptions the options of convert, as records
     RoologError, UsageProblem              bad data (exit 1) and bad usage (exit 2)
+    data                                   RequestDataset and RequestBatch for your own trainer (needs torch)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _PUBLIC = {
     "RoologError": "roolog.errors", "UsageProblem": "roolog.errors",
 }
 __all__ = ["__version__", "convert", "explode", "verify", "stats", "read_manifest", "UnitManifest",
-           "PartitionedManifest", "ReadOptions", "OutputOptions", "RunOptions", "RoologError", "UsageProblem"]
+           "PartitionedManifest", "ReadOptions", "OutputOptions", "RunOptions", "RoologError", "UsageProblem", "data"]
 
 if TYPE_CHECKING:
     from .checks import verify
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "data":  # the submodule roolog.data (torch), imported when first used
+        return importlib.import_module("roolog.data")
     if name in _PUBLIC:
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value  # once imported, a plain attribute
@@ -52,4 +55,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+    return sorted(set(globals()) | set(_PUBLIC) | {"data"})

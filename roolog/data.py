@@ -93,13 +93,6 @@ class Jagged:
         values, lengths = gather_ranges(self.values, self.offsets[:-1][rows], self.lengths[rows])
         return Jagged(values, lengths)
 
-    def padded(self, fill: int = 0) -> torch.Tensor:
-        """[rows, longest] with `fill` after each row's values (right padding)."""
-        rows, longest = len(self.lengths), int(self.lengths.max()) if len(self.lengths) else 0
-        out = torch.full((rows, longest), fill, dtype=self.values.dtype, device=self.values.device)
-        out[torch.arange(longest, device=self.lengths.device)[None, :] < self.lengths[:, None]] = self.values
-        return out
-
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Jagged:
         return Jagged(fn(self.values), fn(self.lengths))
 
@@ -593,7 +586,8 @@ class RequestDataset(IterableDataset):
 
     def _tables(self, segments: list[Segment]) -> Iterator[pa.Table]:
         files: dict[str, pq.ParquetFile] = {}
-        columns = list(dict.fromkeys([*self.features.key, *self.features.columns]))
+        key = list(self.features.key) if self.split != "all" else []  # the split is decided by the key
+        columns = list(dict.fromkeys([*key, *self.features.columns]))
         for s in segments:
             g = s.group
             if g.path not in files:

@@ -8,6 +8,17 @@ pipeline: each impression carries its own copy of the history, the tower runs on
 Both see the same impressions in the same order from the same initial weights, so eval AUC should agree;
 the ratio of impressions/s (after warm-up, data loading included) is the training-side win.
 
+Then a TorchRec model fed by `roolog.data`: an EmbeddingBagCollection (one table per id feature, the
+history pooled as a bag; sparse gradients, SparseAdam) and an MLP over the pooled embeddings (Adam),
+trained on
+`batch.to_kjt("request")` (request features pooled once per request, expanded by inverse_indices) and on
+`batch.to_kjt("impression")` (every feature pooled per impression), over the same batches from the same
+weights; the pooled embeddings of the first batch are compared between layouts before timing counts. A
+third variant ("split") pools the request features in a KJT of R rows without inverse_indices and
+broadcasts them with `pooled[batch.request_index()]`: on the CPU, fbgemm's backward of the
+`group_index_select_dim0` that TorchRec's EmbeddingBagCollection uses to expand by inverse_indices is a
+loop per row, which this avoids.
+
     python scripts/bench_train.py              # history 100 and 1,000 (about 10 minutes on 2 CPU cores)
     python scripts/bench_train.py --quick      # small, a check that the script runs
     python scripts/bench_train.py --device cuda
@@ -20,12 +31,15 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 import pyarrow.parquet as pq
+import torch
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
 import roolog  # noqa: E402
+from roolog.data import RequestBatch, RequestDataset  # noqa: E402
 from roolog.synthetic import generate_impressions  # noqa: E402
 from roolog.train import TrainConfig, train  # noqa: E402
 
@@ -34,6 +48,8 @@ CASES = {  # history length: (requests in the log, training steps of 512 impress
     1000: (2_000, 12),
 }
 QUICK = {20: (2_000, 10), 200: (1_000, 6)}
+TORCHREC_STEPS = {100: 60, 1000: 30, 20: 10, 200: 6}  # batches of 512 impressions
+BUCKETS, DIM = 50_000, 32
 
 
 def make_output(folder: str, requests: int, history: int) -> str:
@@ -51,13 +67,85 @@ def run(out: str, layout: str, history: int, steps: int, device: str) -> dict:
     return train(out, cfg)
 
 
+class EBCModel(torch.nn.Module):
+    """TorchRec EmbeddingBagCollections over the request and the impression id features (one table per
+    feature, sparse gradients), and an MLP over the pooled embeddings."""
+
+    def __init__(self, request: list[str], impression: list[str]):
+        super().__init__()
+        from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+
+        def ebc(features: list[str]) -> EmbeddingBagCollection:
+            tables = EmbeddingBagCollection(tables=[EmbeddingBagConfig(
+                name=f, embedding_dim=DIM, num_embeddings=BUCKETS, feature_names=[f]) for f in features])
+            for bag in tables.embedding_bags.values():  # sparse gradients: a step touches only the rows it used
+                bag.sparse = True
+            return tables
+
+        self.request, self.impression = request, impression
+        self.request_ebc, self.impression_ebc = ebc(request), ebc(impression)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear((len(request) + len(impression)) * DIM, 128),
+                                       torch.nn.ReLU(), torch.nn.Linear(128, 1))
+
+    def pooled(self, batch: RequestBatch, layout: str) -> torch.Tensor:
+        """[I, features x DIM] in every layout."""
+        if layout == "split":  # request features pooled at R rows, broadcast by index (no inverse_indices)
+            from torchrec import KeyedJaggedTensor
+
+            kjt = KeyedJaggedTensor(keys=self.request,
+                                    values=torch.cat([batch.request_ids[k].values for k in self.request]),
+                                    lengths=torch.cat([batch.request_ids[k].lengths for k in self.request]))
+            by_request = self.request_ebc(kjt).values()[batch.request_index()]
+        else:
+            by_request = self.request_ebc(batch.to_kjt(layout, keys=self.request)).values()
+        by_impression = self.impression_ebc(batch.to_kjt("impression", keys=self.impression)).values()
+        return torch.cat([by_request, by_impression], 1)
+
+    def forward(self, batch: RequestBatch, layout: str) -> torch.Tensor:
+        return self.mlp(self.pooled(batch, layout)).squeeze(1)
+
+
+def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3) -> dict:
+    """impressions/s of the EBC model after `warmup` steps, data loading and to_kjt included."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    data = RequestDataset(out, batch_impressions=512, id_buckets=BUCKETS)
+    torch.manual_seed(0)
+    first = next(iter(data))
+    model = EBCModel(list(first.request_ids), list(first.impression_ids)).to(dev)
+    with torch.no_grad():  # the layouts pool alike, or the figures mean nothing
+        a, b, c = (model.pooled(first.to(dev), kind) for kind in ("request", "impression", "split"))
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)
+    opts = [torch.optim.SparseAdam([*model.request_ebc.parameters(), *model.impression_ebc.parameters()], lr=1e-3),
+            torch.optim.Adam(model.mlp.parameters(), lr=1e-3)]
+    seen, started, losses = 0, None, []
+    for step, batch in enumerate(data):
+        if step == steps:
+            break
+        if step == warmup:
+            started, seen = time.perf_counter(), 0
+        batch = batch.to(dev, non_blocking=True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch, layout), batch.labels["click"])
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+        losses.append(loss.item())  # waits for the device
+        seen += batch.impressions
+    assert started is not None, "too few batches for the warm-up"
+    return {"impressions_per_s": seen / (time.perf_counter() - started), "steps": len(losses),
+            "last_loss": losses[-1], "device": str(dev)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small cases, a check that the script runs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args()
-    rows, results = [], []
+    rows, results, torchrec_rows = [], [], []
     with tempfile.TemporaryDirectory(prefix="roolog-bench-train-") as folder:
         for history, (requests, steps) in (QUICK if args.quick else CASES).items():
             out = make_output(folder, requests, history)
@@ -69,11 +157,24 @@ def main() -> None:
                         f"{imp['impressions_per_s']:,.0f} | {req['impressions_per_s']:,.0f} | {speed_up:.2f}x | "
                         f"{imp['eval']['auc']:.4f} | {req['eval']['auc']:.4f} | "
                         f"{abs(req['eval']['auc'] - imp['eval']['auc']):.4f} |")
+            ebc = {layout: run_torchrec(out, layout, TORCHREC_STEPS[history], args.device)
+                   for layout in ("request", "impression", "split")}
+            results[-1]["torchrec"] = ebc
+            by_req, by_imp = ebc["request"]["impressions_per_s"], ebc["impression"]["impressions_per_s"]
+            by_split = ebc["split"]["impressions_per_s"]
+            torchrec_rows.append(f"| {history:,} | {ebc['request']['device']} | {ebc['request']['steps']} | "
+                                 f"{by_imp:,.0f} | {by_req:,.0f} | {by_req / by_imp:.2f}x | {by_split:,.0f} | "
+                                 f"{by_split / by_imp:.2f}x |")
             print(f"history {history}: done", file=sys.stderr)
     print("| history | device | impressions seen (each) | impression layout imp/s | request layout imp/s | "
           "speed-up | AUC impression | AUC request | AUC diff |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    print("\nTorchRec EmbeddingBagCollection fed by RequestBatch.to_kjt, batches of 512 impressions:\n")
+    print("| history | device | steps | to_kjt('impression') imp/s | to_kjt('request') imp/s | speed-up | "
+          "split EBCs imp/s | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(torchrec_rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)

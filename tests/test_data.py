@@ -361,3 +361,15 @@ def test_bad_options_and_changed_shards_are_one_line_errors(sample_out, tmp_path
     shard.write_bytes(shard.read_bytes()[:-100] + bytes(100))
     with pytest.raises(RoologError, match="part-00000.parquet"):
         RequestDataset(str(tmp_path / "o"))  # checked against the manifest first
+
+
+def test_a_partitioned_output_is_read_whole(tmp_path):
+    roolog.convert([os.path.join(SAMPLE, "impressions.parquet")], str(tmp_path / "out"), key=["request_id"],
+                   partition_by="country", progress=False)
+    data = RequestDataset(str(tmp_path / "out"), columns=["request_id", "device"], world_size=3, rank=1)
+    assert "country" not in data.features.request_ids  # the partition column lives in the path only
+    ids = [i for b in data for i in b.request_ids["request_id"].values.tolist()]
+    everyone = [i for r in range(3) for b in RequestDataset(str(tmp_path / "out"), columns=["request_id"],
+                                                             world_size=3, rank=r)
+                for i in b.request_ids["request_id"].values.tolist()]
+    assert len(ids) in (666, 667) and sorted(everyone) == list(range(1_000_000, 1_002_000))

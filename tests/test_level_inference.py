@@ -4,13 +4,17 @@ requests whose rows are scattered through the input."""
 from __future__ import annotations
 
 import decimal
+import json
+import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import (
+    LTR,
     NAN,
+    SAMPLE,
     assert_lossless,
     check_convert,
     fails_cleanly,
@@ -22,6 +26,7 @@ from helpers import (
     write,
 )
 
+import roolog
 from roolog.sources import ReadOptions
 
 D = decimal.Decimal
@@ -151,3 +156,25 @@ def test_csv_empty_strings_and_null_values_round_trip(tmp_path):
     report, back = roundtrip([path], tmp_path / "out", key=("rid",), read=read)
     assert_lossless(reference, back)
     assert levels_of(report)["s"] == "impression" and report["totals"]["requests"] == 3
+
+
+def test_labels_are_recorded_as_infer_schema_suggests_them(tmp_path, shared_datasets):
+    """Without a schema file, convert records as labels the impression-level integer or boolean columns
+    named like a target that hold only 0 and 1, which is what infer-schema suggests; never a graded, a
+    float or a request-level one."""
+    def labels(out) -> list[str]:
+        return json.loads((out / "_manifest.json").read_text())["schema"]["labels"]
+
+    roolog.convert([os.path.join(SAMPLE, "impressions.parquet")], str(tmp_path / "s"), key=["request_id"],
+                   progress=False)
+    assert labels(tmp_path / "s") == ["click"]
+    suggested = run_cli("infer-schema", os.path.join(SAMPLE, "impressions.parquet"), "--key", "request_id")
+    assert 'labels = ["click"]' in suggested.stdout
+    roolog.convert([os.path.join(LTR, "rank_train.csv")], str(tmp_path / "ltr"), key=["query_id"],
+                   progress=False)
+    assert labels(tmp_path / "ltr") == []  # `label` there is graded 0..4
+    table = pa.table({"r": [1, 1, 2, 2], "booked": [True, False, None, False], "click_prob": [0.0, 1.0, 1.0, 0.0],
+                      "is_click": [0, 2, 1, 0], "target_user": [1, 1, 0, 0], "purchase": [0, 1, 1, 1]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    roolog.convert([str(tmp_path / "t.parquet")], str(tmp_path / "t"), key=["r"], progress=False)
+    assert labels(tmp_path / "t") == ["booked", "purchase"]  # not a float, a 2, or a request-level column
