@@ -263,6 +263,13 @@ def test_two_ranks_of_two_workers_read_every_request_once_per_epoch(which, sampl
         assert got == expected  # every request, with every impression, exactly once
     assert orders[0, 0] != orders[1, 0] and orders[0, 1] != orders[1, 1]  # each epoch shuffles anew
     assert [r for r, _ in _read(out, 0, 2, 2, 0)] == orders[0, 0]  # and the same epoch alike
+    if which == "row_groups":  # row groups too are dealt anew each epoch, not only the requests inside them
+        data = RequestDataset(out, shuffle=True, rank=0, world_size=2)
+        dealt = []
+        for epoch in (0, 1):
+            data.set_epoch(epoch)
+            dealt.append({(s.group.path, s.group.index) for s in data.segments(0, 2)})
+        assert dealt[0] != dealt[1]
 
 
 def test_ranks_default_to_torch_distributed(sample_out, tmp_path):
@@ -301,6 +308,18 @@ def test_splits_follow_the_key(sample_out, one_group_out):
 
 
 # -- convert --row-group-requests ----------------------------------------------------------------------------
+
+def test_row_groups_count_requests_across_writes(tmp_path):
+    from roolog.shards import RowGroupSize, ShardWriter
+
+    table = pa.table({"k": pa.array(range(200), pa.int64())})
+    writer = ShardWriter(str(tmp_path / "s.parquet"), table.schema, 3, RowGroupSize(requests=64))
+    for batch in table.to_batches(max_chunksize=30):  # requests arrive 30 at a time
+        writer.write(batch, batch.num_rows)
+    writer.close()
+    meta = pq.ParquetFile(tmp_path / "s.parquet").metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [64, 64, 64, 8]
+
 
 def test_row_group_requests_changes_the_row_groups_and_nothing_else(tmp_path):
     sample = os.path.join(SAMPLE, "impressions.parquet")
