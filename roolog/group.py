@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from .errors import RoologError
 from .keys import key_hashes, sortable_key
 from .schema import Levels
-from .sources import SourceBatch
+from .sources import SourceBatch, where_through
 from .values import (
     adjacent_differs,
     as_list,
@@ -232,7 +232,16 @@ def null_keys_dropped(sb: SourceBatch, key: tuple[str, ...], drop: bool) -> tupl
 
 
 class StreamGrouper:
-    """Streams batches of rows into run batches, carrying the last request across batch boundaries."""
+    """Streams batches of rows into run batches, carrying requests that may go on into the next batch.
+
+    Contiguous input: the last request of a batch is carried (it may continue). Interleaved input (a log
+    merged from many servers: each request's rows spread over a window of concurrent ones): the batch's
+    tail that holds every row of the requests still open is carried, so that they are folded whole in
+    memory with the next batch's rows instead of going to the spill as scattered pieces. The cut is where
+    no request has rows on both sides; the requests before it are emitted in input order, before every
+    carried one, so the output is the same as if everything had gone through the spill. When the open
+    requests reach back too far (a shuffled log), the batch goes out as today: runs, folded by the spill.
+    """
 
     def __init__(self, grouping: Grouping, carry_bytes: int = 256 << 20):
         self.g = grouping
@@ -240,16 +249,33 @@ class StreamGrouper:
         self.rows_seen = 0
         self._carry: list[tuple[pa.RecordBatch, np.ndarray]] = []
         self._carry_where = ""
+        self._carry_runs = 0  # runs in the carry: 1 while it is one request
+        self._wheres: list[tuple[int, str]] = []  # (first input position, where) of recent batches
+
+    @property
+    def carried_rows(self) -> int:
+        """Rows held back for the next batch."""
+        return sum(b.num_rows for b, _ in self._carry)
 
     def feed(self, batch: pa.RecordBatch, where: str) -> Iterator[pa.RecordBatch]:
         n = batch.num_rows
         if n == 0:
             return
         seq = np.arange(self.rows_seen, self.rows_seen + n, dtype=np.int64)
+        self._wheres.append((self.rows_seen, where))
         self.rows_seen += n
         bounds = np.flatnonzero(self.g.key_changes(batch)) + 1
+        if self._carry_runs > 1 or (len(bounds) and self._repeats(batch, np.r_[0, bounds])):
+            # interleaved: fold with the carried rows (a copy: folding these moves every row anyway)
+            if self._carry:
+                batch = pa.Table.from_batches([*(b for b, _ in self._carry), batch]).combine_chunks().to_batches()[0]
+                seq = np.concatenate([*(s for _, s in self._carry), seq])
+                where = where_through(self._carry_where, where)
+                bounds = np.flatnonzero(self.g.key_changes(batch)) + 1
+            self._carry, self._carry_runs = [], 0
+            yield from self._interleaved(batch, seq, where, np.r_[0, bounds])
+            return
         first_end = int(bounds[0]) if len(bounds) else n
-        last_start = int(bounds[-1]) if len(bounds) else 0
         body_start = 0
         if self._carry and self._continues_carry(batch):
             if first_end == n:
@@ -257,20 +283,69 @@ class StreamGrouper:
                 return
             self._carry.append((batch.slice(0, first_end), seq[:first_end]))
             body_start = first_end
+        last_start = int(bounds[-1]) if len(bounds) else 0
         yield from self.flush()
         if last_start > body_start:
             yield self.g.fold_rows(batch.slice(body_start, last_start - body_start), seq[body_start:last_start],
                                    where)
-        self._carry = [(batch.slice(last_start), seq[last_start:])]
-        self._carry_where = where
+        self._carry, self._carry_runs = [(batch.slice(last_start), seq[last_start:])], 1
+        self._carry_where, self._wheres = where, self._wheres[-1:]
+
+    def _repeats(self, batch: pa.RecordBatch, starts: np.ndarray) -> bool:
+        """Whether a key has more than one run among these (interleaved rows)."""
+        hashes = key_hashes([batch.column(k).take(pa.array(starts)) for k in self.g.key])
+        return len(np.unique(hashes)) < len(hashes)
+
+    def _interleaved(self, rows: pa.RecordBatch, seq: np.ndarray, where: str,
+                     starts: np.ndarray) -> Iterator[pa.RecordBatch]:
+        """Fold the requests that started before the first still open one; carry the rest."""
+        carried = self._carried_runs(rows, starts)
+        if carried is None:  # open requests reach back too far: runs out now, the spill folds them
+            cut = int(starts[-1])
+            if cut > 0:
+                yield self.g.fold_rows(rows.slice(0, cut), seq[:cut], where)
+            self._hold(rows.slice(cut), seq[cut:], 1, where)
+            return
+        keep = np.repeat(carried, np.diff(np.r_[starts, rows.num_rows]))
+        done = np.flatnonzero(~keep)
+        if len(done):
+            yield self.g.fold(take_rows(rows, done), np.ones(len(done), np.int64), seq[done], where)
+        held = np.flatnonzero(keep)
+        self._hold(take_rows(rows, held), seq[held], int(carried.sum()), where)
+
+    def _hold(self, rows: pa.RecordBatch, seq: np.ndarray, runs: int, where: str) -> None:
+        """Carry these rows; their span for messages runs from the batch the earliest of them came in."""
+        self._carry, self._carry_runs, self._carry_where = ([(rows, seq)] if rows.num_rows else []), runs, where
+        if rows.num_rows:
+            i = max(j for j, (start, _) in enumerate(self._wheres) if start <= seq[0])
+            self._wheres = self._wheres[i:]
+            self._carry_where = where_through(self._wheres[0][1], where)
+
+    def _carried_runs(self, rows: pa.RecordBatch, starts: np.ndarray) -> np.ndarray | None:
+        """Which runs to carry: those of the requests that started at or after the first row of the earliest
+        request still open (one with a run in the tail that covers twice the longest reach seen, from a
+        request's first run to its last). The others are closed and all start before every carried one, so
+        emitting them first keeps requests in input order. None when the carry would be over half the rows
+        or `carry_bytes`."""
+        n = rows.num_rows
+        hashes = key_hashes([rows.column(k).take(pa.array(starts)) for k in self.g.key])
+        _, first_index, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        first = first_index[inverse.ravel()]  # each run's request's first run
+        reach = int((starts - starts[first]).max())
+        tail = max(0, int(np.searchsorted(starts, n - 2 * reach - 1, side="right")) - 1)
+        carried = first >= int(first[tail:].min())
+        held = int(np.diff(np.r_[starts, n])[carried].sum())
+        if held > n // 2 or held * (rows.nbytes / n) > self.carry_bytes:
+            return None
+        return carried
 
     def flush(self) -> Iterator[pa.RecordBatch]:
-        """Emit the carried request (at the end of the input, or when the next rows start another)."""
+        """Emit the carried requests (at the end of the input, or when the next rows start another)."""
         if not self._carry:
             return
         rows = pa.Table.from_batches([b for b, _ in self._carry])
         seq = np.concatenate([s for _, s in self._carry])
-        self._carry = []
+        self._carry, self._carry_runs = [], 0
         yield self.g.fold_rows(rows, seq, self._carry_where)
 
     def _add_to_carry(self, batch, seq, where) -> Iterator[pa.RecordBatch]:

@@ -50,6 +50,18 @@ class SourceBatch:
         return f"{self.path}, rows {self.first_row + 1}-{self.first_row + self.batch.num_rows}"
 
 
+_WHERE = re.compile(r"(?P<path>.*), rows (?P<first>\d+)-(?P<last>\d+)", re.S)
+
+
+def where_through(first: str, last: str) -> str:
+    """From the start of `first` to the end of `last` (two SourceBatch.where of one file), for a message
+    about rows carried from one batch into the next; `last` when they are not of one file."""
+    a, b = _WHERE.fullmatch(first), _WHERE.fullmatch(last)
+    if a and b and a["path"] == b["path"]:
+        return f"{a['path']}, rows {a['first']}-{b['last']}"
+    return last
+
+
 PIECE_BYTES = 128 << 20  # a Parquet file is read in pieces of row groups holding about this many bytes
 
 

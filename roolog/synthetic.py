@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 COUNTRIES = np.array(["DE", "FR", "GB", "US", "BR", "IN", "JP", "ES", "IT", "NL"])
 DEVICES = np.array(["mobile", "desktop", "tablet"])
@@ -49,6 +50,18 @@ def generate_impressions(requests: int, history_len: int = 50, mean_impressions:
     if shuffle:
         table = table.take(pa.array(rng.permutation(rows)))
     return table
+
+
+def interleave_order(table: pa.Table, window: float, seed: int, key: str = "request_id") -> np.ndarray:
+    """A row order for a contiguous log that spreads each request over about `window` concurrent ones, as a
+    time-ordered log merged from many servers is: request r starts at time r, its rows come at r plus
+    sorted uniform offsets in [0, window) (so they stay in order), and all rows are sorted by time."""
+    ids = table.column(key).combine_chunks()
+    changes = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    req = np.r_[0, np.cumsum(changes)] if len(ids) else np.zeros(0, np.int64)
+    offset = np.random.default_rng(seed).random(len(req)) * window
+    offset = offset[np.lexsort((offset, req))]  # sorted within each request
+    return np.argsort(req + offset, kind="stable")
 
 
 def history_as_text(table: pa.Table) -> pa.Table:

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """roolog against DuckDB, Polars and the decode floor, side by side, as whole processes.
 
-For each synthetic case (the project's own seeded generator) every tool runs N times, interleaved, under
+For each synthetic case (the project's own seeded generator, roolog.synthetic, and the wide log of
+scripts/widelog.py: 15 request-level columns with two 100-item histories, 13 impression-level ones; rows
+contiguous, shuffled, or interleaved over a window of concurrent requests) every tool runs N times,
+interleaved, under
 /usr/bin/time -v: roolog convert; DuckDB (threads = cores, any_value for request columns,
 list(col ORDER BY position)); Polars lazy (group_by + sort_by(position) inside the agg, sink_parquet);
 and the decode floor (pyarrow read_table of every column). Before any timing counts, each peer's output
@@ -30,23 +33,35 @@ import pyarrow.parquet as pq
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
-from roolog.synthetic import generate_impressions, write_impressions  # noqa: E402
+from roolog.synthetic import generate_impressions, interleave_order, write_impressions  # noqa: E402
+
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+from widelog import write_wide  # noqa: E402
 
 PY = sys.executable
 ROOLOG = os.path.join(os.path.dirname(PY), "roolog")
 CORES = os.cpu_count() or 1
 REQUEST = ["user_id", "country", "device", "request_time", "user_history_item_ids"]
 IMPRESSION = ["position", "item_id", "price", "click"]
-CASES = {  # name: (requests, history length, layout)
+WIDE_REQUEST = ["user_id", "request_time", "locale", "platform", *(f"ctx_i{i}" for i in range(6)),
+                *(f"ctx_f{i}" for i in range(4)), "hist_items", "hist_actions"]
+WIDE_IMPRESSION = ["position", "item_id", *(f"score_{i}" for i in range(7)), "impression_time", "click", "purchase"]
+WINDOW = 64  # concurrent requests in the interleaved cases
+CASES = {  # name: (requests, history length, layout); "wide ..." layouts are widelog.py orders
     "1M rows, history 100": (100_000, 100, "contiguous"),
     "5M rows, history 100": (500_000, 100, "contiguous"),
     "0.5M rows, history 1,000": (50_000, 1000, "contiguous"),
     "1M rows shuffled": (100_000, 100, "shuffled"),
+    "1M rows interleaved (window 64)": (100_000, 100, "interleaved"),
     "1M rows, string keys": (100_000, 100, "strings"),
     "1M rows CSV, no history": (100_000, 0, "csv"),  # text input: type checks, quoted line breaks
+    "wide 5M rows": (500_000, 100, "wide contiguous"),
+    "wide 1M rows": (100_000, 100, "wide contiguous"),
+    "wide 1M rows interleaved (window 64)": (100_000, 100, "wide interleaved"),
+    "wide 1M rows shuffled": (100_000, 100, "wide shuffled"),
 }
 QUICK = {"100K rows, history 100": (10_000, 100, "contiguous"), "100K rows shuffled": (10_000, 100, "shuffled"),
-         "100K rows CSV": (10_000, 0, "csv")}
+         "100K rows CSV": (10_000, 0, "csv"), "wide 100K rows interleaved": (10_000, 100, "wide interleaved")}
 
 DUCKDB = """
 import duckdb, sys
@@ -131,6 +146,12 @@ def make_case(tmp: str, name: str, requests: int, history: int, layout: str) -> 
         pcsv.write_csv(generate_impressions(requests, 1, seed=1).drop_columns(["user_history_item_ids"]), path)
     elif layout == "shuffled":
         pq.write_table(generate_impressions(requests, history, seed=1, shuffle=True), path, compression="zstd")
+    elif layout == "interleaved":
+        table = generate_impressions(requests, history, seed=1)
+        order = interleave_order(table, WINDOW, seed=2)
+        pq.write_table(table.take(pa.array(order)), path, compression="zstd")
+    elif layout.startswith("wide "):
+        write_wide(path, requests, layout.removeprefix("wide "), WINDOW, seed=1)
     else:
         write_impressions(path, requests, history, seed=1, string_keys=layout == "strings")
     return path
@@ -139,8 +160,9 @@ def make_case(tmp: str, name: str, requests: int, history: int, layout: str) -> 
 def run_case(tmp: str, name: str, spec: tuple, runs: int) -> list[tuple]:
     src = make_case(tmp, name, *spec)
     out = os.path.join(tmp, "out")
-    request = [c for c in REQUEST if not (spec[2] == "csv" and c == "user_history_item_ids")]
-    cmds = tool_commands(src, out, "request_id", "position", request, IMPRESSION)
+    wide = spec[2].startswith("wide ")
+    request = WIDE_REQUEST if wide else [c for c in REQUEST if not (spec[2] == "csv" and c == "user_history_item_ids")]
+    cmds = tool_commands(src, out, "request_id", "position", request, WIDE_IMPRESSION if wide else IMPRESSION)
     times: dict[str, list[dict]] = {t: [] for t in cmds}
     for r in range(runs):
         for tool, cmd in cmds.items():
