@@ -13,6 +13,7 @@ import base64
 import json
 from collections.abc import Callable, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,7 +24,7 @@ from .keys import sortable_key
 from .manifest import COUNT_COLUMN, FOOTER_KEY, MANIFEST_FORMAT, ShardRecord
 from .plan import partition_name
 from .shards import ShardWriter
-from .values import python_value
+from .values import python_value, row_bytes
 
 SAMPLE_REQUESTS, SAMPLE_BYTES = 20_000, 8 << 20  # the requests Parquet encodings are chosen on
 
@@ -59,13 +60,17 @@ def output_layout(grouping: Grouping, partition: str | None = None) -> tuple[pa.
 
 def sample_requests(shards: Iterable[Iterable[pa.RecordBatch]], output: RowsToShard, schema: pa.Schema) -> pa.Table:
     """The first requests of the output (the run batches of each shard, in shard order), up to
-    SAMPLE_REQUESTS or SAMPLE_BYTES: what the Parquet encodings are chosen on."""
+    SAMPLE_REQUESTS, or up to the request that brings them to SAMPLE_BYTES: what the Parquet encodings are
+    chosen on. The cut depends on the requests alone, never on how they were batched."""
     batches, requests, size = [], 0, 0
     for runs_of_shard in shards:
         for runs in runs_of_shard:
-            batches.append(output(runs.slice(0, SAMPLE_REQUESTS - requests)))
+            batch = output(runs.slice(0, SAMPLE_REQUESTS - requests))
+            ends = size + np.cumsum(sum((row_bytes(col) for col in batch.columns), np.zeros(batch.num_rows)))
+            full = int(np.searchsorted(ends, SAMPLE_BYTES, side="left")) + 1  # requests up to SAMPLE_BYTES
+            batches.append(batch.slice(0, full))
             requests += batches[-1].num_rows
-            size += batches[-1].nbytes
+            size = int(ends[batches[-1].num_rows - 1]) if batches[-1].num_rows else size
             if requests >= SAMPLE_REQUESTS or size >= SAMPLE_BYTES:
                 return pa.Table.from_batches(batches, schema=schema)
     return pa.Table.from_batches(batches, schema=schema)

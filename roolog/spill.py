@@ -35,6 +35,7 @@ class RunSpill:
         self._writers: dict[int, tuple[pa.Schema, pa.ipc.RecordBatchStreamWriter]] = {}
         self._files: dict[int, list[str]] = {p: [] for p in range(partitions)}
         self._sorted_streams: set[int] = set()  # folded partitions: files to merge by input order
+        self._scattered: dict[int, tuple[np.ndarray, str]] = {}  # partitions folded in place: keys, their file
         self._bytes = np.zeros(partitions, dtype=np.int64)  # in-memory size of what each partition holds
         # 8 bytes per run, one file per partition, open for the spill's life (closed in close())
         self._hashes = [open(self._hash_path(p), "wb") for p in range(partitions)]  # noqa: SIM115
@@ -75,8 +76,13 @@ class RunSpill:
         if not self._files[p]:
             return
         hashes = np.fromfile(self._hash_path(p), dtype=np.uint64)
-        if len(np.unique(hashes)) == len(hashes):
+        unique, counts = np.unique(hashes, return_counts=True)
+        if len(unique) == len(hashes):
             return  # every request came in one run: nothing to fold (the common, contiguous case)
+        scattered_runs = int(counts[counts > 1].sum())
+        if scattered_runs <= len(hashes) // 2 and scattered_runs * self._bytes[p] <= max_bytes * len(hashes):
+            self._fold_in_place(p, grouping, unique[counts > 1])
+            return
         k = min(MAX_PARTS, max(1, -(-int(self._bytes[p]) // max(1, max_bytes))))
         parts = [self._read_table(p, grouping)] if k == 1 else self._split(p, grouping, k)
         folded = []
@@ -91,6 +97,16 @@ class RunSpill:
         self._files[p] = folded
         self._sorted_streams.add(p)
         self.most_parts = max(self.most_parts, k)
+
+    def _fold_in_place(self, p: int, grouping: Grouping, keys: np.ndarray) -> None:
+        """Few of the partition's requests came in pieces (say, cut by the end of a file piece): fold just
+        those (their key hashes: `keys`) into a file of their own; the partition's files stay as they are,
+        and reading merges the two by input order, the folded requests' pieces left out of the files."""
+        pieces = [take_rows(b, np.flatnonzero(np.isin(b.column(HASH_COL).to_numpy(), keys)))
+                  for b in self.read(p, grouping)]
+        table = pa.Table.from_batches(pieces, schema=grouping.run_schema()).combine_chunks()
+        folded = grouping.conform(grouping.fold_runs(table.to_batches()[0], f"spill partition {p}"))
+        self._scattered[p] = (keys, self._write_table(f"p{p:05d}-scattered.arrow", pa.Table.from_batches([folded])))
 
     def _write_table(self, name: str, table: pa.Table) -> str:
         path = os.path.join(self.folder, name)
@@ -124,7 +140,12 @@ class RunSpill:
     def read(self, p: int, grouping: Grouping) -> Iterator[pa.RecordBatch]:
         """Partition p's run batches in input order, conformed to the current levels."""
         streams = [self._stream(path, grouping) for path in self._files[p]]
-        if p in self._sorted_streams:
+        if p in self._scattered:
+            keys, path = self._scattered[p]
+            whole = (take_rows(b, np.flatnonzero(~np.isin(b.column(HASH_COL).to_numpy(), keys)))
+                     for stream in streams for b in stream)
+            yield from merge_by_seq([whole, self._stream(path, grouping)])
+        elif p in self._sorted_streams:
             yield from merge_by_seq(streams)
         else:
             for stream in streams:
@@ -135,6 +156,7 @@ class RunSpill:
 
     def _disk_bytes(self) -> int:
         files = [f for fs in self._files.values() for f in fs] + [self._hash_path(p) for p in range(self.partitions)]
+        files += [path for _, path in self._scattered.values()]
         return sum(os.path.getsize(f) for f in files)
 
 

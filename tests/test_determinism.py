@@ -42,3 +42,21 @@ def test_thread_count_does_not_change_a_byte(scattered, tmp_path):
                         "--shards", "2", "-q"], check=True, env=env)
         outs.append(out)
     assert shard_bytes(outs[0]) == shard_bytes(outs[1])
+
+
+def test_the_encoding_sample_does_not_depend_on_batches(monkeypatch):
+    """The requests the encodings are chosen on are cut by the requests' own sizes (SAMPLE_BYTES), whatever
+    batches they come in; had the cut fallen at a batch's end, the chosen encodings (and the bytes) would
+    depend on how the spill batched its reads."""
+    import numpy as np
+    import pyarrow as pa
+
+    from roolog import layout
+
+    monkeypatch.setattr(layout, "SAMPLE_BYTES", 50_000)
+    table = pa.table({"k": np.arange(5000), "v": pa.array([list(range(i % 30)) for i in range(5000)])})
+    samples = []
+    for rows in (5000, 997, 64, 7):
+        shards = [table.slice(0, 2000).to_batches(max_chunksize=rows), table.slice(2000).to_batches(max_chunksize=rows)]
+        samples.append(layout.sample_requests(shards, lambda b: b, table.schema))
+    assert all(s.equals(samples[0]) for s in samples) and 0 < samples[0].num_rows < 5000

@@ -106,3 +106,32 @@ def test_where_through():
     assert where_through("a.csv, rows 1-10", "a.csv, rows 11-20") == "a.csv, rows 1-20"
     assert where_through("a.csv, rows 1-10", "b.csv, rows 1-5") == "b.csv, rows 1-5"
     assert where_through("x, y, rows 3-4", "x, y, rows 5-9") == "x, y, rows 3-9"  # a comma in the path
+
+
+def test_a_few_scattered_requests_are_folded_alone(tmp_path):
+    """A contiguous log with a few requests' last rows moved to the end (as a cut between file pieces
+    leaves them): those are folded on their own, the rest stays in the spill as written; the bytes are
+    those of folding the whole spill (a memory limit so small that the spill is split in parts)."""
+    table = generate_impressions(3000, history_len=5, seed=9)
+    ids = table.column("request_id").to_numpy()
+    movers = np.flatnonzero(np.isin(ids, ids[::997][:6]) & (table.column("position").to_numpy() > 2))
+    order = np.r_[np.setdiff1d(np.arange(table.num_rows), movers), movers]
+    table = table.take(pa.array(order))
+    log = tmp_path / "log.parquet"
+    pq.write_table(table, log)
+    outs = []
+    for name, memory in (("alone", 1 << 30), ("whole", 200_000)):
+        roolog.convert([str(log)], str(tmp_path / name), key=["request_id"], order_by="position", shards=2,
+                       memory_limit=memory, progress=False)
+        outs.append(shard_bytes(tmp_path / name))
+    assert outs[0] == outs[1]
+    shards = [pq.read_table(tmp_path / "alone" / f) for f in ("part-00000.parquet", "part-00001.parquet")]
+    ids = table.column("request_id").to_numpy()
+    _, first = np.unique(ids, return_index=True)
+    rank = dict(zip(ids[first].tolist(), first.tolist(), strict=True))
+    for shard in shards:  # each request once, in the order of its first row
+        got = shard.column("request_id").to_pylist()
+        assert got == sorted(got, key=rank.__getitem__) and len(set(got)) == len(got)
+    assert sum(s.num_rows for s in shards) == 3000
+    assert run_cli("explode", str(tmp_path / "alone"), "-o", str(tmp_path / "back.parquet")).returncode == 0
+    assert_lossless(table, pq.read_table(tmp_path / "back.parquet"))
