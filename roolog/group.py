@@ -266,7 +266,9 @@ class StreamGrouper:
         self.rows_seen += n
         bounds = np.flatnonzero(self.g.key_changes(batch)) + 1
         if self._carry_runs > 1 or (len(bounds) and self._repeats(batch, np.r_[0, bounds])):
-            # interleaved: fold with the carried rows (a copy: folding these moves every row anyway)
+            # interleaved: fold with the carried open requests (a copy: folding these moves every row anyway)
+            if self._carry_runs == 1:  # one request (a shuffled log's last run): on its own, no copy
+                yield from self.flush()
             if self._carry:
                 batch = pa.Table.from_batches([*(b for b, _ in self._carry), batch]).combine_chunks().to_batches()[0]
                 seq = np.concatenate([*(s for _, s in self._carry), seq])
