@@ -27,7 +27,7 @@ as the impression layout.
 
 Columns and their kinds (from the shards' Arrow types and the manifest's levels):
 
-    ids     integers, booleans, dates (their integer count), strings and binaries, dictionaries of these;
+    ids     integers, booleans, dates (days, or ms for date64), strings and binaries, dictionaries of these;
             request-level lists of them (a user history, cut to its last `max_list_length` items), and
             string columns named in `tokenize` (split on whitespace into a list of tokens)  -> Jagged int64
     dense   floats, decimals, timestamps, durations, times (their integer count)        -> float tensor
@@ -37,7 +37,8 @@ A null id is an empty list (length 0); a null item inside a list is left out; a 
 is NaN. Id values: integers as they are (uint64 reinterpreted as int64, booleans 0/1), strings and
 binaries as xxh64 of their bytes (seed 0) with the top bit cleared, so the same string gets the same id in
 every column. With `id_buckets=B`, every id value (integers too) is hashed into 0..B-1 instead, salted by
-its column's name (xxh64 seeded by xxh64 of the name), so one shared table of B rows serves all features.
+its column's name (salt = xxh64 of the name; an integer: xxh64 of the 8 bytes of value XOR salt, seed 0;
+a string: xxh64 of its bytes seeded by the salt; then mod B), so one shared table of B rows serves all.
 The key is not a feature unless listed in `columns`; columns of other types (structs, lists of floats) are
 left out and listed in `RequestDataset.skipped` (naming them in `columns` is an error).
 
@@ -45,8 +46,9 @@ Work is split by (rank, DataLoader worker): the output's requests, in shard and 
 groups permuted by `seed` and epoch when `shuffle`), are cut into `world_size x num_workers` contiguous
 runs of equal size (to one request), so every request is read by exactly one of them per epoch, however
 few row groups there are (`roolog convert --row-group-requests N` makes row groups small, so that each
-worker reads only its own). With `shuffle`, the requests of each row group are also permuted. Call
-`set_epoch(e)` before each epoch, as with `DistributedSampler`.
+worker reads only its own). With `shuffle`, the requests each (rank, worker) reads of a row group are also
+permuted. Call `set_epoch(e)` before each epoch, as with `DistributedSampler` (DataLoader workers made with
+`persistent_workers=True` keep the epoch they started with).
 """
 
 from __future__ import annotations
@@ -427,6 +429,7 @@ class RowGroup:
     """One row group of one shard, and what its file was when the dataset checked it."""
 
     path: str
+    name: str  # the shard's path within the output: what the shuffle is seeded by
     index: int
     rows: int
     stat: tuple[int, int, int]  # (inode, size, mtime ns) of the shard
@@ -481,13 +484,15 @@ class RequestDataset(IterableDataset):
     columns
         Feature columns (default: every column but the key and the labels that has a feature type).
     labels
-        Label columns (default: the manifest's `labels`, as the schema file gave them).
+        Label columns (default: the manifest's `labels`: the schema file's, or those convert found as
+        ``infer-schema`` does).
     batch_requests, batch_impressions
         A batch closes at `batch_requests` requests, or before the request that would take it past
         `batch_impressions` impressions (at least one request), whichever comes first. Default: 256
         requests. Batches run across row groups; the last one of each (rank, worker) may be smaller.
     shuffle, seed
-        Row groups, and requests within each, in a random order fixed by (seed, epoch).
+        Row groups, and the requests read of each, in a random order fixed by (seed, epoch) and the number
+        of ranks and workers.
     rank, world_size
         This process's share (default: ``torch.distributed``'s when initialised, else 0 of 1).
     split, eval_percent
@@ -539,19 +544,23 @@ class RequestDataset(IterableDataset):
         paths = [os.path.join(folder, s.file) for folder, m in found for s in m.shards]
         if not paths:
             raise RoologError(f"{out}: the output holds no shards (no requests)")
-        self.out, self.manifest = out, found[0][1]
-        arrow = pq.read_schema(paths[0])
-        self.features = choose_features(self.manifest.schema, arrow, columns, labels, tuple(tokenize),
-                                        tuple(also_dense))
-        for folder, manifest in found[1:]:
-            other = choose_features(manifest.schema, pq.read_schema(os.path.join(folder, manifest.shards[0].file))
-                                    if manifest.shards else arrow, columns, labels, tuple(tokenize),
-                                    tuple(also_dense))
-            if manifest.shards and other != self.features:
-                raise RoologError(f"{folder}: this partition's columns differ in level or type from "
-                                  f"{found[0][0]}'s; convert them with one --schema file")
+        with_shards = [(folder, m) for folder, m in found if m.shards]
+        (first_folder, self.manifest), self.out = with_shards[0], out
+        labels = list(self.manifest.schema.labels) if labels is None else labels  # one list for all partitions
+        chosen = []
+        for folder, manifest in with_shards:
+            arrow = pq.read_schema(os.path.join(folder, manifest.shards[0].file))
+            mine = choose_features(manifest.schema, arrow, columns, labels, tuple(tokenize), tuple(also_dense))
+            chosen.append((folder, mine, {c: arrow.field(c).type for c in mine.columns}))
+        self.features, first_types = chosen[0][1], chosen[0][2]
+        for folder, mine, types in chosen[1:]:
+            if mine != self.features or types != first_types:
+                column = next((c for c in types if types[c] != first_types.get(c)), None)
+                what = f"column {column!r} is {types[column]} here, {first_types.get(column)} in {first_folder}" \
+                    if column else f"its columns differ in level from {first_folder}'s"
+                raise RoologError(f"{folder}: {what}; convert the partitions with one --schema file")
         self.skipped = list(self.features.skipped)
-        self.row_groups = [RowGroup(p, g, f.metadata.row_group(g).num_rows, _stat(p))
+        self.row_groups = [RowGroup(p, os.path.relpath(p, out), g, f.metadata.row_group(g).num_rows, _stat(p))
                            for p in paths for f in [pq.ParquetFile(p)] for g in range(f.num_row_groups)]
         self.batch_requests, self.batch_impressions = batch_requests, batch_impressions
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
@@ -597,7 +606,7 @@ class RequestDataset(IterableDataset):
                 files[g.path] = pq.ParquetFile(g.path)
             table = files[g.path].read_row_group(g.index, columns=columns).slice(s.start, s.stop - s.start)
             if self.shuffle:
-                seed = [self.seed, self.epoch, xxhash.xxh32_intdigest(g.path.encode()), g.index, s.start]
+                seed = [self.seed, self.epoch, xxhash.xxh32_intdigest(g.name.encode()), g.index, s.start]
                 table = table.take(np.random.default_rng(seed).permutation(table.num_rows))
             if self.split != "all":
                 held_out = in_eval_split(table, self.features.key, self.eval_percent)

@@ -392,3 +392,33 @@ def test_a_partitioned_output_is_read_whole(tmp_path):
                                                              world_size=3, rank=r)
                 for i in b.request_ids["request_id"].values.tolist()]
     assert len(ids) in (666, 667) and sorted(everyone) == list(range(1_000_000, 1_002_000))
+
+
+def test_partitions_share_one_label_list_and_must_agree_on_types(tmp_path):
+    def day(name: str, booked: list, item: list) -> None:
+        folder = tmp_path / "logs" / f"day={name}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"r": [1, 1, 2, 2], "pos": [0, 1, 0, 1], "click": [0, 1, 1, 0], "booked": booked,
+                                 "item": item}), folder / "part.parquet")
+
+    day("1", [0, 1, 0, 0], [5, 6, 7, 8])
+    day("2", [0, 2, 0, 0], [1, 2, 3, 4])  # `booked` is no label here: convert guesses per partition
+    roolog.convert([str(tmp_path / "logs")], str(tmp_path / "out"), key=["r"], order_by="pos", progress=False)
+    data = RequestDataset(str(tmp_path / "out"))
+    assert sorted(data.features.labels) == ["booked", "click"]  # the first partition's, for all
+    assert sum(b.impressions for b in data) == 8
+    (tmp_path / "csv" / "day=1").mkdir(parents=True)
+    (tmp_path / "csv" / "day=2").mkdir(parents=True)
+    (tmp_path / "csv" / "day=1" / "a.csv").write_text("r,pos,item\n1,0,1\n1,1,2\n")
+    (tmp_path / "csv" / "day=2" / "a.csv").write_text("r,pos,item\n1,0,x\n1,1,y\n")
+    roolog.convert([str(tmp_path / "csv")], str(tmp_path / "mixed"), key=["r"], order_by="pos", progress=False)
+    with pytest.raises(RoologError, match="column .item. is list<element: string> here, list<element: int64>"):
+        RequestDataset(str(tmp_path / "mixed"))
+
+
+def test_the_shuffle_does_not_depend_on_how_the_path_is_spelled(sample_out):
+    def first_ids(out: str) -> list[int]:
+        batch = next(iter(RequestDataset(out, columns=["request_id"], shuffle=True, seed=3)))
+        return batch.request_ids["request_id"].values.tolist()
+
+    assert first_ids(sample_out) == first_ids(sample_out + "/") == first_ids(os.path.relpath(sample_out))

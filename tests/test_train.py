@@ -261,3 +261,16 @@ def test_impression_layout_and_workers_through_the_cli(sample_out):
     assert runs["request"]["eval"]["auc"] == pytest.approx(runs["impression"]["eval"]["auc"], abs=1e-4)
     assert runs["request"]["impressions_seen"] == runs["impression"]["impressions_seen"] > 0
     assert runs["impression"]["layout"] == "impression"
+
+
+def test_impression_level_lists_are_skipped_by_the_trainer(tmp_path):
+    table = pa.table({"rid": [1, 1, 1, 2, 2, 3], "pos": [0, 1, 2, 0, 1, 0], "item": [4, 5, 6, 7, 8, 9],
+                      "tags": [[1, 2], [3], [4, 5, 6], [], [7], [8, 9]], "click": [0, 1, 0, 1, 0, 1]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    roolog.convert([str(tmp_path / "t.parquet")], str(tmp_path / "out"), key=["rid"], order_by="pos",
+                   progress=False)
+    spec = build_spec(str(tmp_path / "out"), eval_percent=0)
+    assert "tags" in spec.skipped and "tags" not in spec.impression_ids and "item" in spec.impression_ids
+    batch = ModelBatch.of(next(iter(spec.dataset(str(tmp_path / "out"), 10))), spec)
+    assert batch.impression_ids.shape == (6, len(spec.impression_ids))
+

@@ -135,12 +135,18 @@ def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = ()
         return name in text or pa.types.is_list(arrow.field(name).type) or \
             pa.types.is_large_list(arrow.field(name).type)
 
+    def lists_per_impression(name: str) -> bool:  # list<list<...>>: the model takes one id per impression
+        inner = arrow.field(name).type.value_type
+        return pa.types.is_list(inner) or pa.types.is_large_list(inner)
+
     spec = FeatureSpec(key=list(schema.key), label=label, buckets=buckets, positive_threshold=positive_threshold,
                        request_ids=[n for n in kept(kinds.request_ids) if not is_list(n)],
                        request_dense=kept(kinds.request_dense),
                        sequences=[n for n in kept(kinds.request_ids) if is_list(n)], text_sequences=text,
-                       impression_ids=kept(kinds.impression_ids), impression_dense=kept(kinds.impression_dense),
-                       skipped=kept(kinds.skipped))
+                       impression_ids=[n for n in kept(kinds.impression_ids) if not lists_per_impression(n)],
+                       impression_dense=kept(kinds.impression_dense),
+                       skipped=kept(kinds.skipped + tuple(n for n in kinds.impression_ids
+                                                          if lists_per_impression(n))))
     if schema.order_by in spec.impression_ids:  # a rank is ordinal as well: its value is a dense feature too
         spec.impression_dense.append(schema.order_by)
     _fit_dense_stats(spec, out, eval_percent, stats_requests, max_history)
