@@ -515,7 +515,7 @@ class RequestDataset(IterableDataset):
     >>> data = RequestDataset("out", batch_requests=128, shuffle=True)
     >>> batch = next(iter(DataLoader(data, batch_size=None)))
     >>> batch.requests, batch.impressions, sorted(batch.labels)
-    (128, 1333, ['click'])
+    (128, 1313, ['click'])
     """
 
     def __init__(self, out: str, *, columns: Sequence[str] | None = None, labels: Sequence[str] | None = None,
