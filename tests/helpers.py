@@ -20,6 +20,25 @@ SHARED = os.environ.get("ROOLOG_SHARED", os.path.join(REPO, "..", "shared"))
 DATASETS = os.path.join(SHARED, "datasets")
 SAMPLE = os.path.join(REPO, "sample_data")
 MIND = os.path.join(DATASETS, "mind_small_sample")
+SAMPLE_SCHEMA = os.path.join(REPO, "schemas", "sample.toml")
+
+
+def sample_output(out, **options) -> str:
+    """The sample log converted with its schema file into `out` (options: shards, row group sizes, ...)."""
+    import roolog
+
+    roolog.convert([os.path.join(SAMPLE, "impressions.parquet")], str(out), schema_file=SAMPLE_SCHEMA,
+                   progress=False, **options)
+    return str(out)
+
+
+def mind_output(out) -> str:
+    """The MIND sample converted with its schema file into `out`."""
+    import roolog
+
+    roolog.convert([os.path.join(MIND, "impressions_exploded.parquet")], str(out),
+                   schema_file=os.path.join(REPO, "schemas", "mind.toml"), progress=False)
+    return str(out)
 TRIVAGO = os.path.join(DATASETS, "trivago_recsys2019_sample")
 LTR = os.path.join(DATASETS, "lightgbm_lambdarank_example")
 NAN = float("nan")

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import xxhash
-from helpers import MIND, REPO, SAMPLE, manifest_without_timestamps, run_cli
+from helpers import SAMPLE, manifest_without_timestamps, mind_output, run_cli, sample_output
 from torch.utils.data import DataLoader
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 
@@ -23,35 +23,26 @@ import roolog
 from roolog.data import RequestDataset, batch_cuts, encode_ids, tokens
 from roolog.errors import RoologError, UsageProblem
 
-SAMPLE_SCHEMA = os.path.join(REPO, "schemas", "sample.toml")
 MASK63 = (1 << 63) - 1
 
 
 @pytest.fixture(scope="module")
 def sample_out(tmp_path_factory):
     """3 shards of row groups of at most 50 requests."""
-    out = tmp_path_factory.mktemp("data") / "out"
-    roolog.convert([os.path.join(SAMPLE, "impressions.parquet")], str(out), schema_file=SAMPLE_SCHEMA, shards=3,
-                   row_group_requests=50, progress=False)
-    return str(out)
+    return sample_output(tmp_path_factory.mktemp("data") / "out", shards=3, row_group_requests=50)
 
 
 @pytest.fixture(scope="module")
 def one_group_out(tmp_path_factory):
     """One shard of one row group: the case where row groups alone cannot feed 4 readers."""
-    out = tmp_path_factory.mktemp("data1") / "out"
-    roolog.convert([os.path.join(SAMPLE, "impressions.parquet")], str(out), schema_file=SAMPLE_SCHEMA, shards=1,
-                   progress=False)
+    out = sample_output(tmp_path_factory.mktemp("data1") / "out", shards=1)
     assert pq.ParquetFile(os.path.join(out, "part-00000.parquet")).num_row_groups == 1
-    return str(out)
+    return out
 
 
 @pytest.fixture(scope="module")
 def mind_out(tmp_path_factory, shared_datasets):
-    out = tmp_path_factory.mktemp("mind") / "out"
-    roolog.convert([os.path.join(MIND, "impressions_exploded.parquet")], str(out),
-                   schema_file=os.path.join(REPO, "schemas", "mind.toml"), progress=False)
-    return str(out)
+    return mind_output(tmp_path_factory.mktemp("mind") / "out")
 
 
 def shard_table(out: str) -> pa.Table:

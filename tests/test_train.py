@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import LTR, MIND, REPO, SAMPLE, TRIVAGO, run_cli
+from helpers import LTR, REPO, SAMPLE, SAMPLE_SCHEMA, TRIVAGO, mind_output, run_cli, sample_output
 from torch.utils.data import DataLoader
 
 import roolog
@@ -23,24 +23,17 @@ from roolog.train.trainer import TrainConfig, load_checkpoint, model_config
 
 pytestmark = pytest.mark.slow
 
-SAMPLE_SCHEMA = os.path.join(REPO, "schemas", "sample.toml")
 
 
 @pytest.fixture(scope="module")
 def sample_out(tmp_path_factory):
     """The sample log in 3 shards of several row groups each, so that work really splits."""
-    out = tmp_path_factory.mktemp("train") / "out"
-    roolog.convert([os.path.join(SAMPLE, "impressions.parquet")], str(out), schema_file=SAMPLE_SCHEMA, shards=3,
-                   row_group_bytes=200_000, progress=False)
-    return str(out)
+    return sample_output(tmp_path_factory.mktemp("train") / "out", shards=3, row_group_bytes=200_000)
 
 
 @pytest.fixture(scope="module")
 def mind_out(tmp_path_factory, shared_datasets):
-    out = tmp_path_factory.mktemp("mind") / "out"
-    roolog.convert([os.path.join(MIND, "impressions_exploded.parquet")], str(out),
-                   schema_file=os.path.join(REPO, "schemas", "mind.toml"), progress=False)
-    return str(out)
+    return mind_output(tmp_path_factory.mktemp("mind") / "out")
 
 
 def _trained_model(out: str, steps: int = 5) -> tuple[RequestAwareModel, object]:
@@ -125,8 +118,7 @@ def test_every_impression_once_per_epoch_across_workers(sample_out, workers):
 
 def test_eval_split_follows_the_key_not_the_shard_layout(sample_out, tmp_path):
     other = tmp_path / "one_shard"
-    roolog.convert([os.path.join(SAMPLE, "impressions.parquet")], str(other), schema_file=SAMPLE_SCHEMA, shards=1,
-                   progress=False)
+    sample_output(other, shards=1)
     counts = []
     for out in (sample_out, str(other)):
         spec = build_spec(out)
