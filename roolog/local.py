@@ -8,17 +8,21 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import pyarrow as pa
 
 from .encodings import choose_encodings
 from .engine import JobResult, UnitResult
+from .errors import RoologError
 from .failpoint import failpoint
 from .figures import LengthHistogram
 from .group import null_keys_dropped
 from .inputs import fingerprint
-from .layout import output_layout, partition_value, route_rows, sample_requests, shard_file, write_shard
-from .manifest import EngineInfo, SpillFigures
+from .layout import RowsToShard, output_layout, partition_value, route_rows, sample_requests, shard_file, write_shard
+from .manifest import EngineInfo, ShardRecord, SpillFigures
 from .options import OutputOptions, RunOptions
 from .outdir import OutputFolder
 from .pipeline import RequestPipeline
@@ -27,6 +31,8 @@ from .prefetch import prefetch
 from .progress import bar
 from .shards import ShardWriter
 from .sources import Source
+
+WRITERS = 2  # shards written at once
 
 
 class _Unit:
@@ -50,18 +56,53 @@ class _Unit:
         requests = (pipeline.requests(s) for s in range(pipeline.shards))
         encodings = choose_encodings(sample_requests(requests, rows_of, out_schema), output.compression_level)
         value = partition_value((pipeline.requests(s) for s in range(pipeline.shards)), self.partition)
-        lengths, output_bytes, shards = LengthHistogram(), dict.fromkeys(out_schema.names, 0), []
-        with bar(pipeline.shards, f"writing {self.name or ''}".strip(), "shard", progress) as shown:
-            for s in range(pipeline.shards):
-                writer = ShardWriter(os.path.join(self.dir, shard_file(s)), out_schema, output.compression_level,
-                                     output.row_groups, encodings)
-                shards.append(write_shard(writer, prefetch(pipeline.requests(s)), rows_of, lengths, output_bytes))
-                shown.update(1)
-                failpoint("write")
+        written = self._write_shards(output, progress, out_schema, rows_of, encodings)
+        lengths, output_bytes = LengthHistogram(), dict.fromkeys(out_schema.names, 0)
+        for _, shard_lengths, shard_bytes in written:
+            lengths.add_counts(shard_lengths.counts)
+            for col, n in shard_bytes.items():
+                output_bytes[col] += n
+        shards = [record for record, _, _ in written]
         spill = SpillFigures(pipeline.spill.bytes_written, pipeline.spill.most_parts)
         return UnitResult(self.name, self.dir, self.schema, grouping, self.settings.declared, encodings, shards,
                           lengths, pipeline.input_bytes, output_bytes, spill, self.partition, value, null_key_rows,
                           EngineInfo("local"))
+
+    def _write_shards(self, output: OutputOptions, progress: bool, out_schema: pa.Schema, rows_of: RowsToShard,
+                      encodings: dict) -> list[tuple[ShardRecord, LengthHistogram, dict[str, int]]]:
+        """Every shard, WRITERS at a time (each shard's Parquet encoding is single-threaded, so one shard
+        leaves a core idle); each shard's figures on their own, in shard order. A failure stops the
+        others at their next batch."""
+        pipeline, stop = self.pipeline, threading.Event()
+
+        def write(s: int) -> tuple[ShardRecord, LengthHistogram, dict[str, int]]:
+            lengths, output_bytes = LengthHistogram(), dict.fromkeys(out_schema.names, 0)
+            writer = ShardWriter(os.path.join(self.dir, shard_file(s)), out_schema, output.compression_level,
+                                 output.row_groups, encodings)
+            record = write_shard(writer, _until(stop, prefetch(pipeline.requests(s))), rows_of, lengths,
+                                 output_bytes)
+            failpoint("write")
+            return record, lengths, output_bytes
+
+        with bar(pipeline.shards, f"writing {self.name or ''}".strip(), "shard", progress) as shown, \
+                ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="roolog-shard") as pool:
+            futures = [pool.submit(write, s) for s in range(pipeline.shards)]
+            try:
+                for future in as_completed(futures):
+                    future.result()  # the first failure is raised here
+                    shown.update(1)
+                return [future.result() for future in futures]
+            finally:
+                stop.set()  # on a failure (or Ctrl-C) the other shards stop at their next batch
+                for future in futures:
+                    future.cancel()
+
+
+def _until(stop: threading.Event, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if stop.is_set():
+            raise RoologError("stopped: another shard failed")
+        yield batch
 
 
 class LocalEngine:
