@@ -96,12 +96,13 @@ class Grouping:
                 if f.name in self.levels.impression}
         reorder = self._order_permutation(flat.get(self.order_by), offsets)
         arrays = []
+        every_piece = perm is None and len(starts) == pieces.num_rows  # one run per piece, in place
         for f in self.schema:
             if f.name in flat:
                 values = flat[f.name] if reorder is None else take(flat[f.name], reorder)
                 arrays.append(as_list(values, offsets))
             else:
-                arrays.append(take(pieces.column(f.name), order[starts]))
+                arrays.append(pieces.column(f.name) if every_piece else take(pieces.column(f.name), order[starts]))
         arrays += [pa.array(lengths, pa.int64()), pa.array(seq[order[starts]], pa.int64()), pa.array(hashes)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.run_schema())
 
@@ -240,22 +241,33 @@ class StreamGrouper:
     memory with the next batch's rows instead of going to the spill as scattered pieces. The cut is where
     no request has rows on both sides; the requests before it are emitted in input order, before every
     carried one, so the output is the same as if everything had gone through the spill. When the open
-    requests reach back too far (a shuffled log), the batch goes out as today: runs, folded by the spill.
+    requests reach back too far (a shuffled log), rows are pooled up to `pool_bytes` and folded together:
+    the requests that come back within the pool leave as one run each (fewer, smaller runs for the spill
+    to fold); the rest are runs the spill folds.
     """
 
-    def __init__(self, grouping: Grouping, carry_bytes: int = 256 << 20):
+    def __init__(self, grouping: Grouping, carry_bytes: int = 256 << 20, pool_bytes: int | None = None):
         self.g = grouping
         self.carry_bytes = carry_bytes
+        self.pool_bytes = carry_bytes if pool_bytes is None else pool_bytes
         self.rows_seen = 0
         self._carry: list[tuple[pa.RecordBatch, np.ndarray]] = []
         self._carry_where = ""
         self._carry_runs = 0  # runs in the carry: 1 while it is one request
         self._wheres: list[tuple[int, str]] = []  # (first input position, where) of recent batches
+        self._pool: list[tuple[pa.RecordBatch, np.ndarray]] = []  # a shuffled stretch's rows, folded together
+        self._pool_bytes = 0
+
+    @classmethod
+    def within(cls, grouping: Grouping, memory_limit: int) -> StreamGrouper:
+        """A quarter of the memory limit for carried rows (at least 1 MB: a request rarely exceeds it) and
+        for a shuffled stretch's pool (no floor: a tiny limit leaves the folding to the spill)."""
+        return cls(grouping, carry_bytes=max(1 << 20, memory_limit // 4), pool_bytes=memory_limit // 4)
 
     @property
     def carried_rows(self) -> int:
         """Rows held back for the next batch."""
-        return sum(b.num_rows for b, _ in self._carry)
+        return sum(b.num_rows for b, _ in self._carry + self._pool)
 
     def feed(self, batch: pa.RecordBatch, where: str) -> Iterator[pa.RecordBatch]:
         n = batch.num_rows
@@ -264,6 +276,9 @@ class StreamGrouper:
         seq = np.arange(self.rows_seen, self.rows_seen + n, dtype=np.int64)
         self._wheres.append((self.rows_seen, where))
         self.rows_seen += n
+        if self._pool:
+            yield from self._add_to_pool(batch, seq, where)
+            return
         bounds = np.flatnonzero(self.g.key_changes(batch)) + 1
         if self._carry_runs > 1 or (len(bounds) and self._repeats(batch, np.r_[0, bounds])):
             # interleaved: fold with the carried open requests (a copy: folding these moves every row anyway)
@@ -302,11 +317,9 @@ class StreamGrouper:
                      starts: np.ndarray) -> Iterator[pa.RecordBatch]:
         """Fold the requests that started before the first still open one; carry the rest."""
         carried = self._carried_runs(rows, starts)
-        if carried is None:  # open requests reach back too far: runs out now, the spill folds them
-            cut = int(starts[-1])
-            if cut > 0:
-                yield self.g.fold_rows(rows.slice(0, cut), seq[:cut], where)
-            self._hold(rows.slice(cut), seq[cut:], 1, where)
+        if carried is None:  # open requests reach back too far (shuffled): pooled, then folded together
+            self._carry_where = where  # (from the first carried row's batch on)
+            yield from self._add_to_pool(rows, seq, where)
             return
         keep = np.repeat(carried, np.diff(np.r_[starts, rows.num_rows]))
         done = np.flatnonzero(~keep)
@@ -341,8 +354,21 @@ class StreamGrouper:
             return None
         return carried
 
+    def _add_to_pool(self, rows: pa.RecordBatch, seq: np.ndarray, where: str) -> Iterator[pa.RecordBatch]:
+        """Pool a shuffled stretch's rows; at `pool_bytes` fold them (the next batch starts afresh)."""
+        self._pool.append((rows, seq))
+        self._pool_bytes += rows.nbytes
+        self._carry_where = where_through(self._carry_where, where)
+        if self._pool_bytes >= self.pool_bytes:
+            yield from self.flush()
+
     def flush(self) -> Iterator[pa.RecordBatch]:
         """Emit the carried requests (at the end of the input, or when the next rows start another)."""
+        if self._pool:
+            rows, seq = pa.Table.from_batches([b for b, _ in self._pool]), np.concatenate([s for _, s in self._pool])
+            self._pool, self._pool_bytes, self._wheres = [], 0, self._wheres[-1:]
+            yield self.g.fold_rows(rows, seq, self._carry_where)
+            return
         if not self._carry:
             return
         rows = pa.Table.from_batches([b for b, _ in self._carry])

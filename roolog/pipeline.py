@@ -26,7 +26,7 @@ class RequestPipeline:
         self.schema = schema
         self.grouping = Grouping(schema, key, order_by, levels)
         self.spill = RunSpill(spill_dir, shards)
-        self.streamer = StreamGrouper(self.grouping, carry_bytes=max(1 << 20, memory_limit // 4))
+        self.streamer = StreamGrouper.within(self.grouping, memory_limit)
         self.memory_limit = memory_limit
         self.input_bytes = dict.fromkeys(schema.names, 0)  # Arrow bytes of each column as read
         self._piece: tuple[str, int] | None = None  # the input piece the carried request is from

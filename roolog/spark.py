@@ -282,7 +282,7 @@ class _PieceGrouper:
     def stream(self, unit: str) -> tuple[StreamGrouper, _Moves]:
         if unit not in self.streams:
             grouping = self.plan.grouping()
-            streamer = StreamGrouper(grouping, carry_bytes=max(1 << 20, self.plan.memory_limit // 4))  # as local
+            streamer = StreamGrouper.within(grouping, self.plan.memory_limit)  # as local
             first_row = self.plan.source.pieces[self.plan.source.files[self.index].path][self.piece].first_row
             streamer.rows_seen = self.index << _FILE_BITS | first_row  # input positions of all files in one int64
             self.streams[unit] = (streamer, _Moves(grouping.levels, [self.index, self.piece]))

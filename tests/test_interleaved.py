@@ -14,7 +14,7 @@ from helpers import assert_lossless, run_cli, shard_bytes
 
 import roolog
 from roolog.errors import RoologError
-from roolog.group import HASH_COL, SEQ_COL, Grouping, StreamGrouper
+from roolog.group import HASH_COL, N_COL, SEQ_COL, Grouping, StreamGrouper
 from roolog.schema import Levels
 from roolog.sources import ReadOptions, where_through
 from roolog.synthetic import generate_impressions, interleave_order
@@ -50,16 +50,25 @@ def test_interleaved_requests_come_out_whole_and_in_input_order(window, batch_ro
     assert runs.column("request_id").to_pylist() == ids[np.sort(first)].tolist()
 
 
-def test_a_shuffled_log_goes_to_the_spill_with_a_bounded_carry():
+@pytest.mark.parametrize("pool_bytes", [60_000, 1 << 30])
+def test_a_shuffled_log_is_pooled_in_bounded_memory_and_folded_together(pool_bytes):
     table = generate_impressions(1000, history_len=2, seed=3, shuffle=True)
     grouping = Grouping(table.schema, ("request_id",), "position", Levels(request=REQUEST, impression=IMPRESSION))
-    grouper = StreamGrouper(grouping)
-    pieces = 0
-    for batch in table.to_batches(max_chunksize=1000):
-        pieces += sum(r.num_rows for r in grouper.feed(batch, "log"))
-        assert grouper.carried_rows <= 500  # never more than half a batch
-    pieces += sum(r.num_rows for r in grouper.flush())
-    assert pieces > 1000  # requests in several pieces: the spill folds them
+    grouper = StreamGrouper(grouping, pool_bytes=pool_bytes)
+    batches = table.to_batches(max_chunksize=1000)
+    runs = []
+    for batch in batches:
+        runs += grouper.feed(batch, "log")
+        assert grouper.carried_rows * (table.nbytes / table.num_rows) <= pool_bytes + batch.nbytes
+    runs += grouper.flush()
+    runs = pa.Table.from_batches(runs)
+    assert runs.column(N_COL).to_numpy().sum() == table.num_rows
+    if pool_bytes < table.nbytes:  # requests in several pieces: the spill folds them
+        assert 1000 < runs.num_rows < table.num_rows  # but each pool's pieces of a request are one run
+    else:  # the whole log in one pool: every request one run, in input order
+        ids = table.column("request_id").to_numpy()
+        _, first = np.unique(ids, return_index=True)
+        assert runs.column("request_id").to_pylist() == ids[np.sort(first)].tolist()
 
 
 @pytest.mark.parametrize("window", [8, 64])
