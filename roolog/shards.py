@@ -35,8 +35,8 @@ class ShardWriter:
         self.path = path
         self.schema = schema
         self.row_groups = row_groups
-        self._writer = pq.ParquetWriter(path, schema, compression="zstd", compression_level=compression_level,
-                                        **(encodings or {}))
+        settings = {"compression_level": compression_level, **(encodings or {})}  # levels per column win
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd", **settings)
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0  # bytes
         self._buffered_requests = 0
