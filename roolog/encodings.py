@@ -60,6 +60,12 @@ def _leaves(column: pa.Table) -> list[tuple[str, str]]:
     return [(schema.column(i).path, schema.column(i).physical_type) for i in range(len(schema))]
 
 
+def writer_settings(encodings: dict | None, compression_level: int) -> dict:
+    """ParquetWriter keyword arguments: zstd at the run's level, with the chosen encodings (and levels per
+    column, which win) on top."""
+    return {"compression": "zstd", "compression_level": compression_level, **(encodings or {})}
+
+
 def choose_encodings(sample: pa.Table, compression_level: int) -> dict:
     """ParquetWriter settings (use_dictionary, column_encoding, compression_level per leaf column) that make
     `sample` smallest, per column (the trials of two columns at a time: pyarrow writes without the GIL)."""

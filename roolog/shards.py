@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .encodings import writer_settings
 from .manifest import ShardRecord, file_xxh64
 from .values import row_bytes
 
@@ -35,8 +36,7 @@ class ShardWriter:
         self.path = path
         self.schema = schema
         self.row_groups = row_groups
-        settings = {"compression_level": compression_level, **(encodings or {})}  # levels per column win
-        self._writer = pq.ParquetWriter(path, schema, compression="zstd", **settings)
+        self._writer = pq.ParquetWriter(path, schema, **writer_settings(encodings, compression_level))
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0  # bytes
         self._buffered_requests = 0

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .arrow_types import parse_type
 from .checks import check_shards
-from .encodings import choose_encodings
+from .encodings import choose_encodings, writer_settings
 from .errors import RoologError, UsageProblem
 from .figures import LengthHistogram, on_disk_column_bytes, ratio
 from .group import N_COL, null_keys_dropped
@@ -145,10 +145,10 @@ def _on_disk_estimate(sample: list[pa.RecordBatch], schema: pa.Schema, levels: L
     if levels.impression:  # the impression count is implied by the lists, as in convert's shards
         grouped = grouped.drop_columns([N_COL])
     sizes = {}
-    settings = {"flat": {}, "grouped": choose_encodings(grouped, 3)}  # the flat file as pyarrow writes it
+    settings = {"flat": None, "grouped": choose_encodings(grouped, 3)}  # the flat file as pyarrow writes it
     for name, table in (("flat", flat), ("grouped", grouped)):
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd", compression_level=3, **settings[name])
+        pq.write_table(table, sink, **writer_settings(settings[name], 3))
         sizes[name] = sink.tell()
     return {"sample_requests": grouped.num_rows, "sample_impressions": flat.num_rows, "flat_bytes": sizes["flat"],
             "grouped_bytes": sizes["grouped"], "ratio": ratio(sizes["flat"], sizes["grouped"]),
