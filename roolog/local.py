@@ -32,8 +32,6 @@ from .progress import bar
 from .shards import ShardWriter
 from .sources import Source
 
-WRITERS = 2  # shards written at once
-
 
 class _Unit:
     """One unit while its rows stream in, then the shards it becomes."""
@@ -70,10 +68,11 @@ class _Unit:
 
     def _write_shards(self, output: OutputOptions, progress: bool, out_schema: pa.Schema, rows_of: RowsToShard,
                       encodings: dict) -> list[tuple[ShardRecord, LengthHistogram, dict[str, int]]]:
-        """Every shard, WRITERS at a time (each shard's Parquet encoding is single-threaded, so one shard
-        leaves a core idle); each shard's figures on their own, in shard order. A failure stops the
-        others at their next batch."""
+        """Every shard, several at a time (a shard's Parquet encoding is one thread): as many as there are
+        cores and as the memory limit holds at 6 row groups each (two being encoded, the buffer, reads);
+        each shard's figures on their own, in shard order. A failure stops the others at their next batch."""
         pipeline, stop = self.pipeline, threading.Event()
+        writers = max(1, min(os.cpu_count() or 1, pipeline.memory_limit // (6 * output.row_groups.bytes)))
 
         def write(s: int) -> tuple[ShardRecord, LengthHistogram, dict[str, int]]:
             lengths, output_bytes = LengthHistogram(), dict.fromkeys(out_schema.names, 0)
@@ -85,7 +84,7 @@ class _Unit:
             return record, lengths, output_bytes
 
         with bar(pipeline.shards, f"writing {self.name or ''}".strip(), "shard", progress) as shown, \
-                ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="roolog-shard") as pool:
+                ThreadPoolExecutor(max_workers=writers, thread_name_prefix="roolog-shard") as pool:
             futures = [pool.submit(write, s) for s in range(pipeline.shards)]
             try:
                 for future in as_completed(futures):
