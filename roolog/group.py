@@ -59,31 +59,35 @@ class Grouping:
         self.levels = levels
 
     def key_changes(self, batch: pa.RecordBatch | pa.Table, perm: np.ndarray | None = None) -> np.ndarray:
-        """Whether piece i+1 has another key than piece i (in `perm` order when given)."""
-        changes = np.zeros(max(0, batch.num_rows - 1), dtype=bool)
+        """Whether piece i+1 has another key than piece i (in `perm` order when given: all or some pieces)."""
+        changes = np.zeros(max(0, (batch.num_rows if perm is None else len(perm)) - 1), dtype=bool)
         for k in self.key:
             col = batch.column(k)
             changes |= adjacent_differs(col if perm is None else col.take(pa.array(perm)))
         return changes
 
     def fold(self, pieces: pa.RecordBatch, n: np.ndarray, seq: np.ndarray, where: str,
-             complete: bool = True) -> pa.RecordBatch:
+             complete: bool = True, subset: np.ndarray | None = None) -> pa.RecordBatch:
         """One run per distinct key among `pieces` (with `n` impressions and input position `seq` each).
 
         With complete=False (while streaming) keys that come back non-adjacently are only brought together
         when that at least halves the runs; otherwise the runs stay as they are and the spill's fold, which
-        has to see them anyway, does it once.
+        has to see them anyway, does it once. `subset`: fold only these pieces (their indices), as if they
+        had been taken out first, without the copy.
         """
         perm = None
-        changes = self.key_changes(pieces)
-        starts = np.r_[0, np.flatnonzero(changes) + 1]
-        hashes = key_hashes([pieces.column(k).take(pa.array(starts)) for k in self.key])
-        distinct = len(np.unique(hashes))
-        out_of_order = (np.diff(seq) < 0) & ~changes
-        if (distinct < len(starts) and (complete or 2 * distinct <= len(starts))) or out_of_order.any():
-            keys = [sortable_key(pieces.column(k)) for k in self.key]
-            table = pa.table([*keys, pa.array(seq)], names=[*self.key, SEQ_COL])
-            perm = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in table.column_names]).to_numpy()
+        if subset is None:
+            changes = self.key_changes(pieces)
+            starts = np.r_[0, np.flatnonzero(changes) + 1]
+            hashes = key_hashes([pieces.column(k).take(pa.array(starts)) for k in self.key])
+            distinct = len(np.unique(hashes))
+            out_of_order = (np.diff(seq) < 0) & ~changes
+        if subset is not None or (distinct < len(starts) and (complete or 2 * distinct <= len(starts))) \
+                or out_of_order.any():
+            rows = np.arange(pieces.num_rows) if subset is None else subset
+            keys = [sortable_key(pieces.column(k).take(pa.array(rows))) for k in self.key]
+            table = pa.table([*keys, pa.array(seq[rows])], names=[*self.key, SEQ_COL])
+            perm = rows[pc.sort_indices(table, sort_keys=[(c, "ascending") for c in table.column_names]).to_numpy()]
             changes = self.key_changes(pieces, perm)
             starts = np.r_[0, np.flatnonzero(changes) + 1]
             perm, starts, changes = _requests_by_first_seq(perm, starts, seq)
@@ -324,7 +328,7 @@ class StreamGrouper:
         keep = np.repeat(carried, np.diff(np.r_[starts, rows.num_rows]))
         done = np.flatnonzero(~keep)
         if len(done):
-            yield self.g.fold(take_rows(rows, done), np.ones(len(done), np.int64), seq[done], where)
+            yield self.g.fold(rows, np.ones(rows.num_rows, np.int64), seq, where, subset=done)
         held = np.flatnonzero(keep)
         self._hold(take_rows(rows, held), seq[held], int(carried.sum()), where)
 
