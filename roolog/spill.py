@@ -104,7 +104,8 @@ class RunSpill:
         """Few of the partition's requests came in pieces (say, cut by the end of a file piece): fold just
         those (their key hashes: `keys`) into a file of their own; the partition's files stay as they are,
         and reading merges the two by input order, the folded requests' pieces left out of the files."""
-        pieces = [take_rows(b, rows) for b in self.read(p, grouping)
+        batches = (b for path in self._files[p] for b in self._stream(path, grouping, mapped=True))
+        pieces = [take_rows(b, rows) for b in batches
                   if len(rows := np.flatnonzero(np.isin(b.column(HASH_COL).to_numpy(), keys)))]
         table = pa.Table.from_batches(pieces, schema=grouping.run_schema()).combine_chunks()
         folded = grouping.conform(grouping.fold_runs(table.to_batches()[0], f"spill partition {p}"))
@@ -134,8 +135,10 @@ class RunSpill:
             os.remove(path)
             yield table
 
-    def _stream(self, path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
-        with pa.OSFile(path) as source:  # read, not mapped: mapped pages would count as resident
+    def _stream(self, path: str, grouping: Grouping, mapped: bool = False) -> Iterator[pa.RecordBatch]:
+        """The file's run batches, conformed. Read, not mapped: mapped pages would count as resident; but
+        `mapped` for a scan that looks at the key hashes of every batch and takes the rows of a few."""
+        with (pa.memory_map(path) if mapped else pa.OSFile(path)) as source:
             for batch in pa.ipc.open_stream(source):
                 yield grouping.conform(batch)
 
