@@ -12,7 +12,7 @@ is checked to hold the same requests and values as roolog's. Then a markdown tab
 RSS, CPU seconds, output bytes, and ratios to the floor and to the best peer. The real logs in
 ../shared/datasets are compared for bytes: flat Parquet zstd-3 vs roolog vs DuckDB vs Polars.
 
-    python scripts/bench.py                 # all cases, 3 runs each (about 10 minutes here)
+    python scripts/bench.py                 # all cases, 3 runs each (about 35 minutes here)
     python scripts/bench.py --quick         # small cases, 1 run: a smoke check of the script
 """
 
