@@ -72,15 +72,14 @@ def choose_encodings(sample: pa.Table, compression_level: int) -> dict:
     columns = [sample.select([name]) for name in sample.column_names]
     with ThreadPoolExecutor(max_workers=TRIALS, thread_name_prefix="roolog-encodings") as pool:
         choices = list(pool.map(lambda column: _encoding(column, compression_level), columns))
-        total = sum(c.size for c in choices if c.settings is not None)
-        leveled = [c for c in choices if c.settings is not None and c.size >= LEVEL_SHARE * total]
+        total = sum(c.size for c in choices if c.best is not None)
+        leveled = [c for c in choices if c.best is not None and c.size >= LEVEL_SHARE * total]
         higher = pool.map(lambda c: _level(c.column, compression_level, c.settings, LEVEL_PAYS * total / c.size),
                           leveled)
         levels = {path: compression_level for c in choices for path in c.paths}
         levels.update((c.paths[0], level) for c, level in zip(leveled, higher, strict=True))
-    dictionary = [path for c in choices if c.settings is None or c.settings["use_dictionary"] for path in c.paths]
-    encoding = {c.paths[0]: c.settings["column_encoding"][c.paths[0]] for c in choices
-                if c.settings is not None and not c.settings["use_dictionary"]}
+    dictionary = [path for c in choices if c.best in (None, DICTIONARY) for path in c.paths]
+    encoding = {c.paths[0]: c.best for c in choices if c.best not in (None, DICTIONARY)}
     return {"use_dictionary": dictionary, "column_encoding": encoding, "compression_level": levels}
 
 
@@ -88,8 +87,14 @@ def choose_encodings(sample: pa.Table, compression_level: int) -> dict:
 class _Choice:
     column: pa.Table  # one column
     paths: list[str]  # its Parquet leaf columns
-    settings: dict | None  # the writer settings that made it smallest; None: the defaults (no trial)
-    size: int = 0  # its bytes with them
+    best: str | None  # the encoding that made it smallest (DICTIONARY or one of _CANDIDATES); None: untried
+    size: int = 0  # its bytes with it
+
+    @property
+    def settings(self) -> dict:
+        if self.best == DICTIONARY:
+            return {"use_dictionary": True}
+        return {"use_dictionary": False, "column_encoding": {self.paths[0]: self.best}}
 
 
 def _encoding(column: pa.Table, compression_level: int) -> _Choice:
@@ -105,16 +110,14 @@ def _encoding(column: pa.Table, compression_level: int) -> _Choice:
         except (pa.ArrowException, ValueError, OSError):  # an encoding this type or pyarrow version lacks
             continue
     best = min(sizes, key=lambda e: (sizes[e], e != DICTIONARY))  # ties keep the default
-    settings = {"use_dictionary": True} if best == DICTIONARY else {"use_dictionary": False,
-                                                                    "column_encoding": {path: best}}
-    return _Choice(column, paths, settings, sizes[best])
+    return _Choice(column, paths, best, sizes[best])
 
 
 def _level(column: pa.Table, compression_level: int, settings: dict, pays: float) -> int:
     """The zstd level for a one-column table written with `settings`: see the module's docstring (`pays`:
     the least share of the column's bytes a higher level must save to be worth it)."""
-    sizes = np.cumsum(row_bytes(column.column(0)))
-    head = column.slice(0, int(np.searchsorted(sizes, LEVEL_SAMPLE_BYTES, side="left")) + 1)
+    upto = np.cumsum(row_bytes(column.column(0)))  # bytes up to each row
+    head = column.slice(0, int(np.searchsorted(upto, LEVEL_SAMPLE_BYTES, side="left")) + 1)
     level, size = compression_level, _size(head, compression_level, **settings)
     for higher in (lv for lv in HIGHER_LEVELS if lv > compression_level):
         smaller = _size(head, higher, **settings)
