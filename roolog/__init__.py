@@ -19,29 +19,30 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from .version import __version__
 
 if os.environ.get("ROOLOG_FAILPOINT") == "import":  # tests: Ctrl-C while the heavy modules import
     os.kill(os.getpid(), signal.SIGINT)
 
 _PUBLIC = {
-    "convert": "roolog.driver", "explode": "roolog.inverse", "verify": "roolog.checks", "stats": "roolog.statistics",
-    "read_manifest": "roolog.manifest", "UnitManifest": "roolog.manifest", "PartitionedManifest": "roolog.manifest",
-    "ReadOptions": "roolog.inputs", "OutputOptions": "roolog.options", "RunOptions": "roolog.options",
+    "convert": "roolog.run.driver", "explode": "roolog.run.explode", "verify": "roolog.write.checks",
+    "stats": "roolog.stats.statistics", "read_manifest": "roolog.write.manifest",
+    "UnitManifest": "roolog.write.manifest", "PartitionedManifest": "roolog.write.manifest",
+    "ReadOptions": "roolog.read.inputs", "OutputOptions": "roolog.run.options", "RunOptions": "roolog.run.options",
     "RoologError": "roolog.errors", "UsageProblem": "roolog.errors",
 }
 __all__ = ["__version__", "convert", "explode", "verify", "stats", "read_manifest", "UnitManifest",
            "PartitionedManifest", "ReadOptions", "OutputOptions", "RunOptions", "RoologError", "UsageProblem", "data"]
 
 if TYPE_CHECKING:
-    from .checks import verify
-    from .driver import convert
     from .errors import RoologError, UsageProblem
-    from .inputs import ReadOptions
-    from .inverse import explode
-    from .manifest import PartitionedManifest, UnitManifest, read_manifest
-    from .options import OutputOptions, RunOptions
-    from .statistics import stats
+    from .read.inputs import ReadOptions
+    from .run.driver import convert
+    from .run.explode import explode
+    from .run.options import OutputOptions, RunOptions
+    from .stats.statistics import stats
+    from .write.checks import verify
+    from .write.manifest import PartitionedManifest, UnitManifest, read_manifest
 
 
 def __getattr__(name: str) -> Any:

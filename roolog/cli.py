@@ -12,19 +12,19 @@ import time
 import click
 import pyarrow as pa
 
-from . import __version__
-from .arrow_types import TYPE_EXAMPLES, parse_type
-from .checks import verify as run_verify
-from .driver import convert as run_convert
 from .errors import RoologError, UsageProblem
-from .html import render as render_html
-from .inverse import explode as run_explode
 from .log import EventLog
-from .outdir import reading
-from .report import format_output_stats, format_raw_stats, format_summary, format_train_summary, nan_to_none
-from .sources import FORMATS, ReadOptions
-from .statistics import infer_schema, stats_raw
-from .statistics import stats as run_stats
+from .read.arrow_types import TYPE_EXAMPLES, parse_type
+from .read.sources import FORMATS, ReadOptions
+from .run.driver import convert as run_convert
+from .run.explode import explode as run_explode
+from .stats.html import render as render_html
+from .stats.report import format_output_stats, format_raw_stats, format_summary, format_train_summary, nan_to_none
+from .stats.statistics import infer_schema, stats_raw
+from .stats.statistics import stats as run_stats
+from .version import __version__
+from .write.checks import verify as run_verify
+from .write.outdir import reading
 
 
 class Size(click.ParamType):

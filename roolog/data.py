@@ -66,11 +66,11 @@ import torch
 import xxhash
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .checks import check_shards, units
 from .errors import RoologError, UsageProblem
-from .keys import key_hashes, xxh64_u64
-from .manifest import UnitSchema
-from .values import offsets_from_lengths
+from .group.keys import key_hashes, xxh64_u64
+from .group.values import offsets_from_lengths
+from .write.checks import check_shards, units
+from .write.manifest import UnitSchema
 
 DEFAULT_BATCH_REQUESTS = 256  # when neither batch_requests nor batch_impressions is given
 TORCHREC_INSTALL = "bash scripts/install-torchrec.sh (see README, 'Training your own model')"

@@ -1,4 +1,5 @@
-"""Run events for people and schedulers: one line each on stderr, as text or as JSON.
+"""What a run shows on stderr: events for people and schedulers (one line each, as text or as JSON), and
+progress bars for people.
 
 The library reports what happens through an `EventLog` (start, partition skipped or done, warnings,
 summary); the CLI picks the form. `--log-format json` gives one JSON object per line, for a scheduler.
@@ -10,6 +11,8 @@ import json
 import sys
 import time
 from typing import TextIO
+
+from tqdm import tqdm
 
 
 class EventLog:
@@ -42,3 +45,9 @@ def _text(event: str, fields: dict) -> str:
 
 def silent(event: str, **fields) -> None:
     """The log of a library call that did not ask for one."""
+
+
+# tqdm bars on stderr, shown only to a person: off with --quiet or when stderr is not a terminal.
+def bar(total: int | None, desc: str, unit: str, show: bool, **kw) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (show and sys.stderr.isatty()),
+                file=sys.stderr, leave=False, dynamic_ncols=True, **kw)

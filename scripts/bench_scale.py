@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from roolog.keys import xxh64_u64  # noqa: E402
+from roolog.group.keys import xxh64_u64  # noqa: E402
 
 SPREAD = 32  # a request's impressions are spread over this many chunks (and it has at most this many)
 

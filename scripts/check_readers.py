@@ -6,7 +6,7 @@
 It converts sample_data/ twice with the `roolog` command (a flat OUT, and a partitioned OUT of two hive
 days ds=1/ ds=2/, each with the temp folder of a killed run left in it), then opens both with each reader
 exactly as README's "Reading the output" says, and checks one row per request and every impression. The
-light readers (pyarrow, polars, DuckDB, Spark) are tested in tests/test_readers.py.
+light readers (pyarrow, polars, DuckDB, Spark) are tested in tests/write/test_readers.py.
 """
 
 from __future__ import annotations

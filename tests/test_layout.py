@@ -1,9 +1,9 @@
-"""The package's layout: no import cycle, no module reaching into another's private names, the Spark
-engine independent of the local one, and the public API's docstring examples as written."""
+"""The package's layout: one folder per stage, no import from a stage to a later one, no cycle, no module
+reaching into another's private names, the README's tree as the folders are, the Spark engine independent of
+the local one, and the public API's docstring examples as written."""
 
 from __future__ import annotations
 
-import ast
 import doctest
 import graphlib
 import os
@@ -13,66 +13,78 @@ import sys
 import pytest
 from helpers import REPO, SAMPLE
 
-PACKAGE = os.path.join(REPO, "roolog")
-
-
-def _modules() -> dict[str, str]:
-    found = {}
-    for folder, _, names in os.walk(PACKAGE):
-        for name in names:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                rel = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
-                found[rel.removesuffix(".__init__")] = path
-    return found
-
-
-def _imports(module: str, path: str) -> list[tuple[str, list[str]]]:
-    """(imported roolog module, names taken from it) for every import in the file, lazy ones included."""
-    with open(path) as fh:
-        tree = ast.parse(fh.read())
-    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
-            if target == "roolog" or target.startswith("roolog."):
-                found.append((target, [a.name for a in node.names]))
-        elif isinstance(node, ast.Import):
-            found += [(a.name, []) for a in node.names if a.name.startswith("roolog.")]
-    return found
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import import_graph  # noqa: E402  (scripts/import_graph.py: the graph by stage, also drawn by hand)
 
 
 def test_the_import_graph_has_no_cycle_and_no_private_names_cross_modules():
-    modules = _modules()
-    graph: dict[str, set[str]] = {m: set() for m in modules}
-    private = []
-    for module, path in modules.items():
-        for target, names in _imports(module, path):
-            if target == "roolog" and names == ["__version__"]:
-                continue  # the version, defined in the package's __init__ before anything is imported
-            for name in names:  # `from . import x` imports module roolog.x
-                if f"{target}.{name}" in modules:
-                    graph[module].add(f"{target}.{name}")
-                elif name.startswith("_"):
-                    private.append(f"{module} imports {target}.{name}")
-            if target in modules and not all(f"{target}.{n}" in modules for n in names):
-                graph[module].add(target)
-    for module in graph:  # a module imports its package's __init__ too: leave that edge out (it is lazy)
-        graph[module].discard("roolog")
-    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the circle
+    edges, private = import_graph.graph()
+    graphlib.TopologicalSorter(edges).prepare()  # raises CycleError naming the circle
     assert private == []
 
 
+def test_no_stage_imports_a_later_one():
+    """read < group < write < run < stats, data < train < cli, the leaves below all, the package's __init__
+    imported by none (the version lives in roolog/version.py)."""
+    edges, _ = import_graph.graph()
+    assert import_graph.backward(edges) == []
+    assert {import_graph.stage(m) for m in edges} == set(import_graph.STAGES) | {None}
+
+
+def test_the_stage_check_sees_a_backward_import():
+    """The check itself: a group module importing the write stage, or a module importing the package's
+    __init__ (as `from . import __version__` did), is reported."""
+    edges, _ = import_graph.graph()
+    edges["roolog.group.keys"] = edges["roolog.group.keys"] | {"roolog.write.manifest"}
+    edges["roolog.read.sources"] = edges["roolog.read.sources"] | {"roolog"}
+    edges["roolog.stats.report"] = edges["roolog.stats.report"] | {"roolog.data"}
+    assert import_graph.backward(edges) == [
+        "roolog.group.keys (group) imports roolog.write.manifest (write)",
+        "roolog.read.sources imports the package roolog itself (take the name from its module)",
+        "roolog.stats.report (stats) imports roolog.data (data)",
+    ]
+
+
+def test_the_top_level_holds_only_the_public_faces_and_small_leaves():
+    top = sorted(n for n in os.listdir(os.path.join(REPO, "roolog")) if n.endswith(".py"))
+    assert len(top) <= 8, top
+    folders = sorted(n for n in os.listdir(os.path.join(REPO, "roolog"))
+                     if os.path.isfile(os.path.join(REPO, "roolog", n, "__init__.py")))
+    assert folders == ["group", "read", "run", "stats", "train", "write"]
+
+
+def test_the_readme_tree_lists_every_module_in_its_folder():
+    """README "How it works": a block per folder (`read/`, ...) naming each of its modules; the top-level ones
+    beside it. A module added, moved or removed without the README fails here."""
+    with open(os.path.join(REPO, "README.md")) as fh:
+        text = fh.read()
+    section = text[text.index("## How it works"):]
+    tree = section[section.index("```") + 3:]
+    tree = tree[:tree.index("```")]
+    listed: dict[str, set[str]] = {}
+    folder = ""
+    for line in tree.splitlines():
+        head = line.split()[0] if line.strip() and not line.startswith(" ") else None
+        if head:
+            folder = "" if head == "roolog/" else head.rstrip("/")
+        for word in line.split():
+            if word.endswith(".py"):
+                listed.setdefault(folder, set()).add(word)
+    on_disk: dict[str, set[str]] = {}
+    for path in import_graph.modules().values():
+        name = os.path.basename(path)
+        if name != "__init__.py" and name != "__main__.py":
+            rel = os.path.relpath(os.path.dirname(path), os.path.join(REPO, "roolog"))
+            on_disk.setdefault("" if rel == "." else rel, set()).add(name)
+    assert listed == on_disk
+
+
 def test_importing_the_spark_engine_does_not_import_the_local_one():
-    code = "import sys, roolog.spark; print(' '.join(sorted(m for m in sys.modules if m.startswith('roolog'))))"
+    code = ("import sys, roolog.run.spark; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('roolog'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert "roolog.spark" in loaded
-    assert "roolog.local" not in loaded and "roolog.driver" not in loaded
+    assert "roolog.run.spark" in loaded
+    assert "roolog.run.local" not in loaded and "roolog.run.driver" not in loaded
     assert "pyspark" not in loaded  # PySpark itself is imported only when a session starts
 
 
@@ -81,7 +93,7 @@ def test_import_roolog_is_light_and_the_public_api_is_all_there():
             "print(' '.join(light)); print(' '.join(n for n in roolog.__all__ if getattr(roolog, n, None) is None))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     heavy, missing = (out.split("\n") + [""])[:2]
-    assert heavy.split() == []
+    assert heavy.split() == ["roolog.version"]  # one line, no imports of its own
     assert missing.split() == []
     import roolog
 
@@ -94,7 +106,7 @@ def test_the_docstring_examples_run_as_written(tmp_path, monkeypatch):
     """roolog.convert's, then roolog.data.RequestDataset's (which reads the output convert's made)."""
     import roolog
     import roolog.data
-    import roolog.driver
+    import roolog.run.driver
 
     monkeypatch.chdir(tmp_path)
     os.symlink(SAMPLE, tmp_path / "sample_data")
@@ -109,7 +121,7 @@ def test_the_docstring_examples_run_as_written(tmp_path, monkeypatch):
 
     finder = doctest.DocTestFinder()
     runner = Collect(verbose=False)
-    tests = [t for t in [*finder.find(roolog.driver.convert, "convert", globs={"roolog": roolog}),
+    tests = [t for t in [*finder.find(roolog.run.driver.convert, "convert", globs={"roolog": roolog}),
                          *finder.find(roolog.data.RequestDataset, "RequestDataset", globs={})] if t.examples]
     assert [t.name for t in tests] == ["convert", "RequestDataset"]
     for test in tests:

@@ -7,7 +7,7 @@ import pytest
 from helpers import LTR, MIND, REPO, SAMPLE, TRIVAGO
 
 import roolog
-from roolog.schema import load_schema
+from roolog.group.schema import load_schema
 
 BUNDLED = {
     "sample.toml": os.path.join(SAMPLE, "impressions.parquet"),

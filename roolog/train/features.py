@@ -23,11 +23,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from ..checks import check_shards
 from ..data import RequestDataset, choose_features, is_text_type
 from ..errors import RoologError, UsageProblem
-from ..manifest import UnitManifest
-from ..schema import label_like
+from ..group.schema import label_like
+from ..write.checks import check_shards
+from ..write.manifest import UnitManifest
 
 TEXT_SEQUENCE_MIN_TOKENS = 4.0  # a string column averaging this many space-separated tokens is a sequence
 STATS_BATCH_REQUESTS = 8192

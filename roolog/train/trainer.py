@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 
 from ..data import RequestBatch, RequestDataset
 from ..errors import RoologError, UsageProblem
-from ..outdir import reading
-from ..progress import bar
-from ..report import nan_to_none
+from ..log import bar
+from ..stats.report import nan_to_none
+from ..write.outdir import reading
 from .features import FeatureSpec, build_spec, shard_files
 from .metrics import click_metrics
 from .model import ModelBatch, ModelConfig, RequestAwareModel

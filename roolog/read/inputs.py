@@ -1,0 +1,238 @@
+"""What the inputs are: files, folders and globs expanded into `InputFile`s, and how to read them.
+
+Each input is a file, a folder (searched recursively; hive `key=value` folders become columns; symlinked
+folders followed) or a glob. Formats are Parquet, CSV, TSV and JSON lines, each plain or .gz/.zst,
+detected from the name unless `--input-format` says otherwise. Each file is read once, and never from
+the output folder of the run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from ..errors import RoologError, UsageProblem
+
+FORMATS = ("parquet", "csv", "tsv", "jsonl")
+_SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
+                  ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+_SUFFIX_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read raw logs; the same options for convert, stats and infer-schema."""
+
+    input_format: str = "auto"
+    delimiter: str | None = None
+    null_values: tuple[str, ...] = ()
+    column_types: tuple[tuple[str, str], ...] = ()  # (column, Arrow type name) declared for text inputs
+    newlines_in_values: bool = False  # quoted CSV values may hold line breaks anywhere (not only in block 1)
+    batch_bytes: int = 32 << 20
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    format: str
+    compression: str | None
+    partition: tuple[tuple[str, str | None], ...] = ()  # hive key=value pairs above the file
+    size: int = 0
+    mtime: float = 0.0
+    mtime_ns: int = 0  # with `ino`: what tells, after reading, whether the file changed meanwhile
+    ino: int = 0
+    ctime_ns: int = 0  # set by the system on every change: what tells a rewrite whose mtime was put back
+
+    def stat(self) -> dict[str, int]:
+        return {"mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns, "ino": self.ino}
+
+
+def _split_name(name: str) -> tuple[str | None, str | None]:
+    """(format, compression) from a file name like events.csv.zst."""
+    stem, suffix = os.path.splitext(name.lower())
+    compression = _SUFFIX_COMPRESSION.get(suffix)
+    if compression:
+        suffix = os.path.splitext(stem)[1]
+    return _SUFFIX_FORMAT.get(suffix), compression
+
+
+def _hive_pairs(root: str, path: str) -> tuple[tuple[str, str | None], ...]:
+    pairs = []
+    for part in Path(os.path.relpath(path, root)).parts[:-1]:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            v = urllib.parse.unquote(v)
+            pairs.append((urllib.parse.unquote(k), None if v == HIVE_NULL else v))
+    return tuple(pairs)
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _walk(folder: str, skip: str | None) -> list[str]:
+    """The files under `folder`, sorted; symlinked folders followed (each real folder once: a loop or a
+    second link to a folder already read is refused); the real folder `skip` (the output) left out."""
+    found: list[str] = []
+    seen: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            raise UsageProblem(f"{dirpath} is the folder {seen[real]} again (a symlink loop or a second link); "
+                               "name each input once")
+        seen[real] = dirpath
+        dirnames[:] = sorted(d for d in dirnames if (not d.startswith((".", "_")) or "=" in d)
+                             and os.path.realpath(os.path.join(dirpath, d)) != skip)
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith((".", "_"))]
+    return found
+
+
+@dataclass(frozen=True)
+class Inputs:
+    files: list[InputFile]
+    skipped: list[str]  # files in folders or globs that are not of the format asked for
+
+
+_FORMAT_NAMES = {"parquet": "Parquet", "csv": "CSV", "tsv": "TSV", "jsonl": "JSON lines"}
+
+
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_path(path: str, what: str) -> str:
+    """`path` if it is a local path; an object-store or HDFS URI (s3://, gs://, hdfs://, file://) is refused
+    in one line rather than taken as a local folder named "s3:" or handed to a reader that opens the URI."""
+    if _URI.match(path):
+        raise UsageProblem(f"{what} {path}: roolog reads and writes local paths only (no {path.split('://')[0]}:// "
+                           "URIs); mount the bucket or file system and give its local path")
+    return path
+
+
+def find_inputs(specs: list[str], input_format: str = "auto", output: str | None = None) -> Inputs:
+    """Expand files, folders and globs, in the order given (folders and globs sorted).
+
+    Each file is read once: the same file named twice (another spelling, a symlink, a hard link) is an
+    error. With `output` (convert's OUT), an input that is OUT or lies inside it is refused, and OUT inside
+    an input folder (or matched by a glob) is kept out of the inputs, so a rerun never reads its own output.
+
+    A file named explicitly is read in `input_format` when one is given. In folders and globs the names
+    decide: files of no known format (a README) are passed over; a folder holding several formats is an
+    error unless `input_format` picks one, and then files named as another format are skipped (counted in
+    `skipped`), while files with no suffix at all (Hadoop's part-00000) are read in that format.
+    """
+    for spec in specs:
+        local_path(spec, "input")
+    if output is not None:
+        local_path(output, "output")
+    if input_format not in ("auto", *FORMATS):
+        raise UsageProblem(f"unknown input format {input_format!r}; use auto or one of {', '.join(FORMATS)}")
+    out = os.path.realpath(output) if output else None
+    files: list[InputFile] = []
+    skipped: list[str] = []
+    seen: dict[tuple[int, int], str] = {}
+    for spec in specs:
+        if out and os.path.exists(spec) and _within(os.path.realpath(spec), out):
+            raise UsageProblem(f"input {spec} is {'the' if os.path.realpath(spec) == out else 'inside the'} output "
+                               f"folder {output}; convert into another folder")
+        if os.path.isfile(spec):
+            fmt, compression = _split_name(os.path.basename(spec))
+            if input_format != "auto":
+                fmt = input_format
+            if fmt is None:
+                raise UsageProblem(f"{spec}: cannot tell the format from the name; pass --input-format")
+            found: list[tuple[str, str | None, str, str | None]] = [(spec, None, fmt, compression)]
+        else:
+            found = _in_folder_or_glob(spec, out, input_format, skipped)
+        for path, root, fmt, compression in found:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in seen:
+                raise UsageProblem(f"{path} and {seen[st.st_dev, st.st_ino]} are the same file; name each input once")
+            seen[st.st_dev, st.st_ino] = path
+            partition = _hive_pairs(root, path) if root else ()
+            files.append(InputFile(path, fmt, compression, partition, st.st_size, st.st_mtime, st.st_mtime_ns,
+                                   st.st_ino, st.st_ctime_ns))
+    if not files:
+        raise UsageProblem(f"no input files found in {' '.join(specs)}"
+                           + (f" ({len(skipped)} of other formats skipped)" if skipped else ""))
+    return Inputs(files, skipped)
+
+
+def _in_folder_or_glob(spec: str, out: str | None, input_format: str,
+                       skipped: list[str]) -> list[tuple[str, str | None, str, str | None]]:
+    """(path, hive root, format, compression) of the data files a folder or a glob names."""
+    if os.path.isdir(spec):
+        paths, root = _walk(spec, out), spec
+    elif glob.has_magic(spec):
+        paths = [p for p in sorted(glob.glob(spec, recursive=True))
+                 if os.path.isfile(p) and not (out and _within(os.path.realpath(p), out))]
+        root = None
+        if not paths:
+            raise UsageProblem(f"no input files match {spec!r}")
+    else:
+        raise UsageProblem(f"input not found: {spec}")
+    named = [(p, *_split_name(os.path.basename(p))) for p in paths]
+    if input_format == "auto":
+        kinds: dict[str, list[str]] = {}
+        for p, fmt, _ in named:
+            if fmt:
+                kinds.setdefault(fmt, []).append(p)
+        if len(kinds) > 1:
+            main = max(kinds, key=lambda k: len(kinds[k]))
+            held = ", ".join(f"{len(ps):,} {_FORMAT_NAMES[k]} ({os.path.basename(ps[0])}"
+                             f"{', ...' if len(ps) > 1 else ''})"
+                             for k, ps in sorted(kinds.items(), key=lambda kv: -len(kv[1])))
+            raise UsageProblem(f"{spec} holds files of several formats: {held}; pass --input-format {main} to read "
+                               "only those (the others are skipped and counted)")
+        return [(p, root, fmt, c) for p, fmt, c in named if fmt]
+    found = []
+    for p, fmt, c in named:
+        if fmt == input_format or (fmt is None and "." not in os.path.basename(p)):
+            found.append((p, root, input_format, c))
+        else:
+            skipped.append(p)
+    return found
+
+
+def resolve_inputs(specs: list[str], input_format: str = "auto", output: str | None = None) -> list[InputFile]:
+    """The input files of `specs` (find_inputs without the skipped ones)."""
+    return find_inputs(specs, input_format, output).files
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input file as it was when read."""
+
+    path: str  # absolute
+    bytes: int
+    mtime: float
+    xxh64: str
+    stat: dict[str, int] | None = None  # mtime_ns, ctime_ns, ino: tells a rewrite whose mtime was put back
+
+
+def file_xxh64(path: str) -> str:
+    h = xxhash.xxh64()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(files: list[InputFile]) -> list[InputRecord]:
+    """What the manifest records of the inputs, taken after they were read: a file whose size, mtime or
+    inode is not what it was when the run listed it changed while it was read, and fails the run."""
+    inputs = []
+    for f in files:
+        digest = file_xxh64(f.path)
+        st = os.stat(f.path)
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (f.size, f.mtime_ns, f.ino):
+            raise RoologError(f"{f.path}: the file changed while roolog read it (it was {f.size:,} bytes, now "
+                              f"{st.st_size:,}); run again once it is complete")
+        inputs.append(InputRecord(os.path.abspath(f.path), f.size, f.mtime, digest, f.stat()))
+    return inputs
