@@ -27,15 +27,17 @@ as the impression layout.
 
 Columns and their kinds (from the shards' Arrow types and the manifest's levels):
 
-    ids     integers, booleans, dates (days, or ms for date64), strings and binaries, dictionaries of these;
+    ids     integers, booleans, dates (days, or ms for date64), strings and binaries, decimals of scale 0
+            (the integers too big for uint64 that text logs hold), dictionaries of these;
             request-level lists of them (a user history, cut to its last `max_list_length` items), and
             string columns named in `tokenize` (split on whitespace into a list of tokens)  -> Jagged int64
-    dense   floats, decimals, timestamps, durations, times (their integer count)        -> float tensor
+    dense   floats, decimals with a scale, timestamps, durations, times (their integer count) -> float tensor
     labels  the manifest's `labels` (or `labels=`), impression-level numbers or booleans -> float32
 
 A null id is an empty list (length 0); a null item inside a list is left out; a null dense value or label
 is NaN. Id values: integers as they are (uint64 reinterpreted as int64, booleans 0/1), strings and
-binaries as xxh64 of their bytes (seed 0) with the top bit cleared, so the same string gets the same id in
+binaries as xxh64 of their bytes (seed 0) with the top bit cleared (scale-0 decimals: of their text, as
+Arrow prints it), so distinct ids stay distinct past 2^53 and the same string gets the same id in
 every column. With `id_buckets=B`, every id value (integers too) is hashed into 0..B-1 instead, salted by
 its column's name (salt = xxh64 of the name; an integer: xxh64 of the 8 bytes of value XOR salt, seed 0;
 a string: xxh64 of its bytes seeded by the salt; then mod B), so one shared table of B rows serves all.
@@ -232,12 +234,13 @@ def _unwrap(t: pa.DataType) -> pa.DataType:
 def is_id_type(t: pa.DataType) -> bool:
     t = _unwrap(t)
     return (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date(t) or pa.types.is_string(t)
-            or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t))
+            or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+            or (pa.types.is_decimal(t) and t.scale == 0))
 
 
 def is_dense_type(t: pa.DataType) -> bool:
     t = _unwrap(t)
-    return (pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_timestamp(t)
+    return (pa.types.is_floating(t) or (pa.types.is_decimal(t) and t.scale > 0) or pa.types.is_timestamp(t)
             or pa.types.is_duration(t) or pa.types.is_time(t))
 
 
@@ -320,6 +323,8 @@ def encode_ids(values: pa.Array, column: str, buckets: int | None) -> np.ndarray
     value hashed into 0..buckets-1 salted by the column name."""
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
+    if pa.types.is_decimal(values.type):
+        values = values.cast(pa.string())  # integers too big for uint64: their text, hashed
     t = values.type
     seed = salt(column) if buckets is not None else 0
     if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date(t):

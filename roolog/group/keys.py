@@ -1,8 +1,10 @@
 """Key hashing: which shard a request goes to, and the exact key forms the grouper sorts and routes by.
 
 The shard of a request is xxh64(canonical key bytes) mod N. Canonical bytes: integers, booleans, dates,
-times and timestamps as 8-byte little-endian int64; floats as 8-byte IEEE float64; strings as UTF-8;
-binaries as-is. A composite key hashes the concatenation of its columns' 8-byte LE hashes.
+times and timestamps as 8-byte little-endian int64 (uint64 as its own 8 bytes); floats as 8-byte IEEE
+float64; strings as UTF-8; binaries as-is; decimals (the integers too big for uint64 that text and JSON
+logs hold) as the UTF-8 of their text as Arrow prints it ("-12345678901234567890"). A composite key
+hashes the concatenation of its columns' 8-byte LE hashes.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def xxh64_u64(words: np.ndarray) -> np.ndarray:
     return h
 
 
-KEY_TYPE_HINT = "integer, string, binary, boolean, date, time or timestamp"
+KEY_TYPE_HINT = "integer, decimal, string, binary, boolean, date, time or timestamp"
 
 
 def is_key_type(t: pa.DataType) -> bool:
@@ -52,6 +54,7 @@ def is_key_type(t: pa.DataType) -> bool:
         or pa.types.is_boolean(t)
         or pa.types.is_temporal(t)
         or pa.types.is_floating(t)
+        or pa.types.is_decimal(t)
         or (pa.types.is_dictionary(t) and is_key_type(t.value_type))
     )
 
@@ -62,6 +65,8 @@ def _column_hash(arr: pa.Array) -> np.ndarray:
         return _column_hash(arr.dictionary_decode())
     if pa.types.is_floating(t):
         return xxh64_u64(arr.cast(pa.float64()).to_numpy(zero_copy_only=False).view(np.uint64))
+    if pa.types.is_decimal(t):
+        return _column_hash(arr.cast(pa.string()))
     if pa.types.is_temporal(t):  # dates, times, timestamps, durations: their integer storage
         return _column_hash(arr.view(pa.int32() if t.bit_width == 32 else pa.int64()))
     if pa.types.is_integer(t) or pa.types.is_boolean(t):

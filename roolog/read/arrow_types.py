@@ -6,7 +6,8 @@ Names are pyarrow's own spelling, as `str(type)` prints it: `int64`, `string`, `
 `list<item: int64>` (or `list<int64>`), `large_string`, `binary`, `duration[s]`, `time64[us]`, `null`.
 
 Widening keeps every value exactly: a narrower integer to a wider one of the same signedness (or an
-unsigned one to a wider signed one), float32 to float64, decimals to one with room for both, a timestamp
+unsigned one to a signed one twice its width; uint64 beside a signed one to decimal128(20, 0)), float32 to float64,
+decimals to one with room for both (an integer beside a decimal counts as one of its digits), a timestamp
 or duration to a finer unit (same time zone), string to large_string, binary to large_binary,
 dictionary-encoded to plain values, null to anything, and the same within lists and structs. Never decimal
 to float, never an integer to float, never a wider type to a narrower one.
@@ -76,19 +77,25 @@ def widened(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         return a
     if pa.types.is_dictionary(a) or pa.types.is_dictionary(b):
         return _widened_dictionary(a, b)
-    if pa.types.is_decimal(a) and pa.types.is_decimal(b):
-        scale = max(a.scale, b.scale)
-        precision = max(a.precision - a.scale, b.precision - b.scale) + scale
-        if precision <= 38:
-            return pa.decimal128(precision, scale)
-        return pa.decimal256(precision, scale) if precision <= 76 else None
     ia, ib = _int_bits(a), _int_bits(b)
     if ia and ib:
         (sa, wa), (sb, wb) = ia, ib
         if sa == sb:
             return a if wa >= wb else b
         signed, unsigned = (a, b) if sa else (b, a)
-        return signed if signed.bit_width > unsigned.bit_width else None
+        if signed.bit_width > unsigned.bit_width:
+            return signed
+        if unsigned.bit_width < 64:
+            return pa.int64() if unsigned.bit_width == 32 else pa.int32() if unsigned.bit_width == 16 else pa.int16()
+        a, b = _as_decimal(a), _as_decimal(b)
+    elif (ia and pa.types.is_decimal(b)) or (ib and pa.types.is_decimal(a)):
+        a, b = _as_decimal(a), _as_decimal(b)
+    if pa.types.is_decimal(a) and pa.types.is_decimal(b):
+        scale = max(a.scale, b.scale)
+        precision = max(a.precision - a.scale, b.precision - b.scale) + scale
+        if precision <= 38:
+            return pa.decimal128(precision, scale)
+        return pa.decimal256(precision, scale) if precision <= 76 else None
     if pa.types.is_floating(a) and pa.types.is_floating(b):
         return a if a.bit_width >= b.bit_width else b
     for same_kind in (pa.types.is_timestamp, pa.types.is_duration):
@@ -107,6 +114,13 @@ def widened(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         fields = [widened(fa.type, fb.type) for fa, fb in zip(a, b, strict=True)]
         return None if None in fields else pa.struct([pa.field(f.name, t) for f, t in zip(a, fields, strict=True)])
     return None
+
+
+def _as_decimal(t: pa.DataType) -> pa.DataType:
+    """An integer type as the scale-0 decimal with as many digits as its largest value; others as they are."""
+    if not pa.types.is_integer(t):
+        return t
+    return pa.decimal128(len(str(2 ** t.bit_width if not pa.types.is_signed_integer(t) else 2 ** (t.bit_width - 1))), 0)
 
 
 def _widened_dictionary(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:

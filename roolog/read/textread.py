@@ -8,12 +8,22 @@ distinct texts never become one value:
   integer (no leading zero, no '+', no space, no '-0'), then converted. If a text of the first block is not
   (`0123`), the column is read as string; if a later one is, the run fails naming column, file, line and
   value, with the `--column-type COL=string` fix;
-- a column pyarrow would make double although every text is an integer (too big for int64) stays string.
-JSON values keep their JSON types (a JSON string "0123" is a string).
+- a column pyarrow would make double because an integer text is too big for int64 is read exactly:
+  uint64 when every value fits it, else decimal128(38, 0) or decimal256(76, 0), else (or when the column
+  also holds fractions, '+5' or ' 5') string - never the nearest double.
+JSON values keep their JSON types (a JSON string "0123" is a string); JSON integers too big for int64 get the
+same exact type (a column mixing them with fractions is an error naming the fix), and one that appears after
+the first block in an int64 column fails naming line, column and the type that holds it.
+
+The end of the file. A CSV/TSV whose last quoted value is never closed would hand the rest of the file to
+that one value: the run fails naming the line where the quote opened.
 
 Quoted line breaks. The first block is parsed quote-aware; when a quoted value there holds a line break
 (or with `--newlines-in-values`), the whole file is split into blocks quote-aware too (pyarrow's
-`newlines_in_values`: slower, so only then).
+`newlines_in_values`: slower, so only then). Otherwise pyarrow splits at every line break, and a quoted
+value with a line break after the first block is read right only when no split falls inside it: one that
+does leaves a value ending in the line break (its rest may read as a whole row), so a value ending in a
+line break is an error naming --newlines-in-values, never rows made up.
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ from .inputs import InputFile, ReadOptions
 
 CANONICAL_INT = r"^(0|-?[1-9][0-9]*)$"  # how Arrow and Python print an integer
 INTEGER_LOOKING = r"^\s*[+-]?[0-9]+\s*$"
+LONG_INTEGER = r"^\s*[+-]?[0-9]{19,}\s*$"  # an integer text that may not fit int64
+_JSON_LONG_INTEGER = re.compile(rb"[:\[,]\s*-?[0-9]{19,}\s*[,\]}]")  # a JSON number that may not fit int64
+_JSON_NUMBER_ERROR = re.compile(r"Failed to convert JSON to ([^,:]+)(?:, couldn't parse)?:\s*(-?[0-9]+)\b")
 _CSV_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?(.*?): invalid value '(.*)'\s*$", re.S)
 _JSON_TYPE_ERROR = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
 
@@ -133,8 +146,15 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
                     checked.add(field.name)
                 else:
                     t = pa.string()  # 0123 and 123 are two texts: kept apart
+            elif len(present) and pc.any(pc.match_substring_regex(present, LONG_INTEGER)).as_py():
+                exact = exact_integer_type(present)  # integers too big for int64: exactly, never a double
+                if exact is not None:
+                    t = exact
+                    checked.add(field.name)
+                else:
+                    t = pa.string()  # their digits (with fractions, +5 or ' 5' beside them)
             elif len(present) and pc.all(pc.match_substring_regex(present, INTEGER_LOOKING)).as_py():
-                t = pa.string()  # integers too big for int64 (or +5): their digits, not the nearest double
+                t = pa.string()  # +5, ' 5': their texts
         fields.append(pa.field(field.name, t))
     return TextPlan(pa.schema(fields), frozenset(checked), bool(newlines))
 
@@ -158,6 +178,7 @@ def _json_schema(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataTyp
     with pjson.open_json(open_stream(f), read, pjson.ParseOptions(
             explicit_schema=pa.schema(declared.items()) if declared else None)) as r:
         typed = r.schema
+    typed = _json_exact_integers(f, opts, typed, declared)
     if not declared:
         return typed
     try:
@@ -167,6 +188,55 @@ def _json_schema(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataTyp
         order = typed.names
     return pa.schema([typed.field(n) for n in order if n in typed.names]
                      + [typed.field(n) for n in typed.names if n not in order])
+
+
+def _json_exact_integers(f: InputFile, opts: ReadOptions, typed: pa.Schema,
+                         declared: dict[str, pa.DataType]) -> pa.Schema:
+    """`typed` with each double column that pyarrow inferred for integers too big for int64 given their
+    exact type (uint64, else decimal); only looked at when the first block holds such a number."""
+    doubles = [fl.name for fl in typed if pa.types.is_floating(fl.type) and fl.name not in declared]
+    if not doubles:
+        return typed
+    with open_stream(f) as stream:
+        head = stream.read(opts.batch_bytes)
+    if len(head) == opts.batch_bytes and b"\n" in head:
+        head = head[:head.rindex(b"\n") + 1]  # whole lines, as pyarrow's first block
+    if not _JSON_LONG_INTEGER.search(head):
+        return typed
+    read = pjson.ReadOptions(block_size=opts.batch_bytes)
+    for name in doubles:
+        for wide in (pa.decimal128(38, 0), pa.decimal256(76, 0)):
+            try:
+                with pjson.open_json(pa.BufferReader(head), read, pjson.ParseOptions(
+                        explicit_schema=pa.schema([(name, wide)]))) as r:
+                    values = r.read_next_batch().column(name)
+                break
+            except (pa.ArrowInvalid, StopIteration):
+                values = None
+        if values is None:
+            if _long_integer_in(head, name):
+                raise RoologError(f"{f.path}: column {name!r} holds integers too big for int64 beside fractions, "
+                                  f"which a double would round; {_fix(name, 'decimal128(38, 6)')}, with a scale "
+                                  "that holds its fractions")
+            continue
+        texts = values.cast(pa.string())
+        exact = exact_integer_type(texts.filter(texts.is_valid()))
+        if exact is not None:
+            typed = typed.set(typed.get_field_index(name), pa.field(name, exact))
+    return typed
+
+
+def _long_integer_in(head: bytes, name: str) -> bool:
+    """Whether a line of `head` gives field `name` an integer that int64 cannot hold."""
+    for line in head.split(b"\n"):
+        if _JSON_LONG_INTEGER.search(line):
+            try:
+                value = json.loads(line).get(name)
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+                return True
+    return False
 
 
 def _first_block(f: InputFile, opts: ReadOptions, types: dict[str, pa.DataType], on_invalid, newlines: bool,
@@ -191,6 +261,28 @@ def round_trips(texts: pa.Array, t: pa.DataType) -> bool:
     return bool(printed_as_is(texts).all())
 
 
+def exact_integer_type(texts: pa.Array) -> pa.DataType | None:
+    """The narrowest exact type of integer texts that int64 cannot hold, each written as Arrow prints an
+    integer: uint64 when all fit it, else decimal128(38, 0), else decimal256(76, 0); None when a text is not
+    such an integer (or has more than 76 digits)."""
+    if not len(texts) or not pc.all(pc.match_substring_regex(texts, CANONICAL_INT)).as_py():
+        return None
+    digits = pc.max(pc.utf8_length(pc.utf8_ltrim(texts, "-"))).as_py()
+    if not pc.any(pc.starts_with(texts, "-")).as_py():
+        try:
+            pc.cast(texts, pa.uint64())
+            return pa.uint64()
+        except pa.ArrowInvalid:
+            pass
+    return pa.decimal128(38, 0) if digits <= 38 else pa.decimal256(76, 0) if digits <= 76 else None
+
+
+def integer_type_for(text: str) -> str:
+    """The type to declare for an integer text that does not fit the column's inferred type."""
+    exact = exact_integer_type(pa.array([text]))
+    return str(exact) if exact is not None else "string"
+
+
 # ---- reading ------------------------------------------------------------------------------------------
 
 def csv_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, stream,
@@ -199,12 +291,90 @@ def csv_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Sche
     types = {n: (pa.string() if n in plan.checked else schema.field(n).type) for n in schema.names}
     read, parse, convert = csv_options(f, opts, types, plan.newlines, on_invalid)
     nulls = pa.array(null_texts(opts))
-    rows = 0
-    for batch in pcsv.open_csv(stream, read, parse, convert):
+    rows, last = 0, None
+    tail = _Tail(stream)
+    for batch in pcsv.open_csv(tail, read, parse, convert):
+        if not plan.newlines:
+            _not_cut(f, batch)
         if plan.checked:
             batch = _convert_checked(batch, plan, schema, nulls, f, rows)
         rows += batch.num_rows
+        last = batch if batch.num_rows else last
         yield batch
+    if last is not None:
+        _closed_at_end(f, opts, parse.delimiter, last, tail)
+
+
+class _Tail:
+    """A stream that keeps the last bytes read through it (how the file ends) and counts them all."""
+
+    KEEP = 1 << 20
+
+    def __init__(self, stream) -> None:
+        self.stream, self.end, self.read_bytes = stream, b"", 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.stream.read(size)
+        self.read_bytes += len(chunk)
+        self.end = (self.end + chunk)[-self.KEEP:] if len(chunk) < self.KEEP else chunk[-self.KEEP:]
+        return chunk
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _not_cut(f: InputFile, batch: pa.RecordBatch) -> None:
+    """Without --newlines-in-values pyarrow splits the file into blocks at line breaks; a quoted value that
+    a split cut through ends, in its batch, with that line break (and the rest of it begins a row that may
+    look whole). Such a value is an error, not rows merged or made up: quote-aware splitting reads it."""
+    for col in batch.columns:
+        if pa.types.is_string(col.type) and col.null_count < len(col):
+            data = col.buffers()[2]
+            text = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+            if not (np.count_nonzero(text == ord("\n")) or np.count_nonzero(text == ord("\r"))):
+                continue  # the common case: no value holds a line break
+            if pc.any(pc.match_substring_regex(col, "[\r\n]$")).as_py():
+                raise RoologError(f"{f.path}: a quoted value after the first block holds a line break that the "
+                                  "line-by-line split cut through; pass --newlines-in-values to split the file "
+                                  "quote-aware")
+
+
+def _closed_at_end(f: InputFile, opts: ReadOptions, delimiter: str, last: pa.RecordBatch, tail: _Tail) -> None:
+    """Fail when the file ends inside a quoted value: pyarrow then hands everything after the opening quote to
+    the last row's last value, so that value, quoted back, is what the file ends with, and the opening
+    quote follows a delimiter (or starts the line, in a one-column file)."""
+    col = last.column(last.num_columns - 1)
+    value = col[len(col) - 1].as_py()
+    if not isinstance(value, str):
+        return
+    opened = b'"' + value.replace('"', '""').encode()
+    if len(opened) + 1 > len(tail.end) and len(tail.end) < tail.read_bytes:
+        return  # a last value longer than the tail kept: pyarrow's own block limit refuses such files
+    if not tail.end.endswith(opened):
+        return
+    before = tail.end[-len(opened) - 1:-len(opened)]
+    starts_line = before in (b"", b"\n", b"\r")
+    if not (before == delimiter.encode() if last.num_columns > 1 else starts_line):
+        return
+    if last.num_columns == 1 and not value.strip("\r\n"):
+        return  # '"\n"' closed or a lone '"' opened at the end: the same bytes, told apart only from the start
+    line = _line_at(f, tail.read_bytes - len(opened))
+    raise RoologError(f"{f.path}, line {line:,}: a quoted value opened here is never closed (the file ends inside "
+                      "it); close the quote, or fix the row that opens it")
+
+
+def _line_at(f: InputFile, offset: int) -> int:
+    """The line (1-based) that byte `offset` of the file's text is on."""
+    breaks, seen = 0, 0
+    with open_stream(f) as stream:
+        while seen < offset and (chunk := stream.read(min(8 << 20, offset - seen))):
+            breaks += chunk.count(b"\n")
+            seen += len(chunk)
+    return breaks + 1
 
 
 def _convert_checked(batch: pa.RecordBatch, plan: TextPlan, schema: pa.Schema, nulls: pa.Array, f: InputFile,
@@ -212,37 +382,44 @@ def _convert_checked(batch: pa.RecordBatch, plan: TextPlan, schema: pa.Schema, n
     columns = []
     for name, col in zip(batch.schema.names, batch.columns, strict=True):
         if name in plan.checked:
-            try:  # the common case: no null texts, every text an integer
-                values, ints = col, col.cast(pa.int64())
-            except pa.ArrowInvalid:
-                is_null = pc.or_kleene(col.is_null(), pc.is_in(col, nulls))
-                values = pc.if_else(is_null, pa.scalar(None, pa.string()), col)
-                try:
-                    ints = values.cast(pa.int64())
-                except pa.ArrowInvalid:
-                    ints = None
-            if ints is None:
-                bad = pc.invert(pc.match_substring_regex(values, CANONICAL_INT)).fill_null(False)
-            else:
-                bad = pa.array(~printed_as_is(values))
-            first_bad = pc.index(bad, True).as_py()
-            if first_bad >= 0:
-                text = col[first_bad].as_py()
-                why = (f"is an integer written another way than {schema.field(name).type} prints it, so it would "
-                       "become another text's number" if re.fullmatch(INTEGER_LOOKING[1:-1], text)
-                       else f"is not {schema.field(name).type}")
-                raise RoologError(_late_value(f, plan, name, text, first_row + first_bad, why))
-            target = schema.field(name).type
-            try:
-                if ints is None:
-                    raise pa.ArrowInvalid("an integer out of range")
-                col = ints.cast(target)
-            except pa.ArrowInvalid:
-                row = _first_uncastable(values, target)
-                raise RoologError(_late_value(f, plan, name, values[row].as_py(), first_row + row,
-                                              f"does not fit {target}")) from None
+            col = _checked_integers(col, schema.field(name).type, nulls, lambda text, row, why, fix, name=name:
+                                    RoologError(_late_value(f, plan, name, text, first_row + row, why, fix)))
         columns.append(col)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _checked_integers(col: pa.Array, target: pa.DataType, nulls: pa.Array, error) -> pa.Array:
+    """Integer texts as `target`, each checked to be written the one way Arrow prints it; error(text, row,
+    why, fix type) makes the exception for the first that is not, or does not fit."""
+    wide = not pa.types.is_signed_integer(target)  # uint64 or decimal: cast straight, the text checked whole
+    via = target if wide else pa.int64()
+    try:  # the common case: no null texts, every text an integer
+        values, ints = col, col.cast(via)
+    except pa.ArrowInvalid:
+        is_null = pc.or_kleene(col.is_null(), pc.is_in(col, nulls))
+        values = pc.if_else(is_null, pa.scalar(None, pa.string()), col)
+        try:
+            ints = values.cast(via)
+        except pa.ArrowInvalid:
+            ints = None
+    if ints is None or wide:
+        bad = pc.invert(pc.match_substring_regex(values, CANONICAL_INT)).fill_null(False)
+    else:
+        bad = pa.array(~printed_as_is(values))
+    first_bad = pc.index(bad, True).as_py()
+    if first_bad >= 0:
+        text = col[first_bad].as_py()
+        why = (f"is an integer written another way than {target} prints it, so it would become another "
+               "text's number" if re.fullmatch(INTEGER_LOOKING[1:-1], text) else f"is not {target}")
+        raise error(text, first_bad, why, "string")
+    try:
+        if ints is None:
+            raise pa.ArrowInvalid("an integer out of range")
+        return ints if wide else ints.cast(target)
+    except pa.ArrowInvalid:
+        row = _first_uncastable(values, target)
+        text = values[row].as_py()
+        raise error(text, row, f"does not fit {target}", integer_type_for(text)) from None
 
 
 def printed_as_is(texts: pa.Array) -> np.ndarray:
@@ -259,7 +436,7 @@ def _first_uncastable(values: pa.Array, t: pa.DataType) -> int:
     long_ones = pc.indices_nonzero(pc.greater(pc.utf8_length(values), 2).fill_null(False)).to_pylist()
     for i in long_ones:
         try:
-            values.slice(i, 1).cast(pa.int64()).cast(t)
+            values.slice(i, 1).cast(t if not pa.types.is_signed_integer(t) else pa.int64()).cast(t)
         except pa.ArrowInvalid:
             return i
     return 0
@@ -272,12 +449,12 @@ def _where(plan: TextPlan, row: int) -> str:
 
 def _fix(name: str, t: str = "string") -> str:
     spelled = name if re.fullmatch(r"[A-Za-z0-9_.]+", name) else json.dumps(name)
-    return f"declare its type with --column-type {spelled}={t} (or [types] in the schema file)"
+    return f"declare its type with --column-type {spelled}={t.replace(' ', '')} (or [types] in the schema file)"
 
 
-def _late_value(f: InputFile, plan: TextPlan, name: str, value, row: int, why: str) -> str:
+def _late_value(f: InputFile, plan: TextPlan, name: str, value, row: int, why: str, fix: str = "string") -> str:
     return (f"{f.path}, {_where(plan, row)}, column {name!r}: value {value!r} {why} (the type was inferred from "
-            f"the file's first block); {_fix(name)}")
+            f"the file's first block); {_fix(name, fix)}")
 
 
 # ---- errors: the place pyarrow did not name -------------------------------------------------------------
@@ -317,6 +494,9 @@ def _find_text(f: InputFile, opts: ReadOptions, plan: TextPlan, names: list[str]
 def describe_json_error(f: InputFile, schema: pa.Schema, message: str) -> str | None:
     """pyarrow's JSON errors ("unexpected field", "Column(/v) changed from number to string") with the field
     and its line; None when the message is not one of them."""
+    number = _JSON_NUMBER_ERROR.search(message)
+    if number:
+        return _json_number_error(f, schema, number.group(2))
     type_change = _JSON_TYPE_ERROR.search(message)
     if "unexpected field" not in message and not type_change:
         return None
@@ -338,6 +518,24 @@ def describe_json_error(f: InputFile, schema: pa.Schema, message: str) -> str | 
             if value is not None and not _json_fits(value, schema.field(name).type):
                 return (f"{f.path}, line {number:,}, column {name!r}: value {json.dumps(value)} is not "
                         f"{schema.field(name).type} (inferred from the first block); {_fix(name)}")
+    return None
+
+
+def _json_number_error(f: InputFile, schema: pa.Schema, text: str) -> str | None:
+    """pyarrow's "Failed to convert JSON to int64, couldn't parse:N" with the line and column of N."""
+    value = int(text)
+    for number, raw in enumerate(_lines(f), start=1):
+        if text not in raw:
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError:
+            continue
+        for name, v in row.items() if isinstance(row, dict) else ():
+            if v == value and type(v) is int and name in schema.names:
+                return (f"{f.path}, line {number:,}, column {name!r}: value {text} does not fit "
+                        f"{schema.field(name).type} (inferred from the first block); "
+                        f"{_fix(name, integer_type_for(text))}")
     return None
 
 

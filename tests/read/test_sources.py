@@ -122,7 +122,7 @@ def test_batches_are_bounded(tmp_path):
 
 
 @pytest.mark.parametrize("a, b", [(pa.decimal128(20, 2), pa.float64()), (pa.int64(), pa.float64()),
-                                  (pa.uint64(), pa.int64()), (pa.string(), pa.int64())])
+                                  (pa.string(), pa.int64())])
 def test_files_whose_types_no_type_holds_losslessly_are_one_line(tmp_path, a, b):
     from decimal import Decimal
 
@@ -153,3 +153,18 @@ def test_lossless_widening_keeps_every_value(tmp_path):
     assert t.column("d").to_pylist() == [Decimal("12345678.1200"), Decimal("1.1234")]
     assert t.column("t").cast(pa.int64()).to_pylist() == [1_700_000_000_123_000_000, 1_700_000_000_123_456_789]
     assert t.column("s").to_pylist() == ["a", "b"]
+
+
+@pytest.mark.parametrize("a, b, both", [(pa.uint64(), pa.int64(), pa.decimal128(20, 0)),
+                                        (pa.uint32(), pa.int32(), pa.int64()),
+                                        (pa.int16(), pa.decimal128(5, 2), pa.decimal128(7, 2))])
+def test_integers_of_both_signs_meet_in_a_type_that_holds_both(tmp_path, a, b, both):
+    from decimal import Decimal
+
+    biggest = {pa.uint64(): 2**64 - 1, pa.uint32(): 2**32 - 1, pa.int16(): -2**15}[a]
+    other = Decimal("-999.99") if pa.types.is_decimal(b) else -2**(b.bit_width - 1)
+    pq.write_table(pa.table({"rid": [1], "v": pa.array([biggest], a)}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"rid": [2], "v": pa.array([other], b)}), tmp_path / "b.parquet")
+    t = read_back(tmp_path / "a.parquet", tmp_path / "b.parquet")
+    assert t.schema.field("v").type == both
+    assert [Decimal(v) for v in t.column("v").to_pylist()] == [Decimal(biggest), Decimal(other)]
