@@ -39,7 +39,10 @@ class Size(click.ParamType):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
         if not m:
             self.fail(f"{value!r} is not a size like 512MB or 2GB", param, ctx)
-        return int(float(m.group(1)) * self._units[m.group(2)])
+        size = int(float(m.group(1)) * self._units[m.group(2)])
+        if size < 1:
+            self.fail(f"{value!r} is not a positive size (such as 512MB)", param, ctx)
+        return size
 
 
 def _fail_cleanly(fn):
@@ -112,6 +115,7 @@ def reading_options(fn):
                            column_types=tuple(column_types), newlines_in_values=newlines_in_values)
         return fn(*args, read=read, **kwargs)
 
+    wrapper = _fail_cleanly(wrapper)  # a meaningless reading option is one line too
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper

@@ -104,7 +104,9 @@ def shard_bytes(out) -> dict[str, bytes]:
 
 def manifest_without_timestamps(out) -> dict:
     manifest = json.loads((out / "_manifest.json").read_text())
-    manifest.pop("created")
+    manifest.pop("created"), manifest.pop("checksum")  # the checksum seals the timestamp too
+    for p in manifest.get("partitions", []):
+        p.pop("manifest_xxh64")  # of a partition manifest: its timestamp too
     return manifest
 
 

@@ -91,33 +91,33 @@ def load_schema(path: str) -> LogSchema:
     except OSError as err:
         raise UsageProblem(f"cannot read schema file {path}: {err.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise RoologError(f"{path}: not valid TOML: {err}") from None
+        raise UsageProblem(f"{path}: not valid TOML: {err}") from None
     unknown = set(doc) - {"key", "order_by", "request", "impression", "labels", "types"}
     if unknown:
-        raise RoologError(f"{path}: unknown setting(s) {sorted(unknown)}")
+        raise UsageProblem(f"{path}: unknown setting(s) {sorted(unknown)}")
 
     def str_list(name: str) -> tuple[str, ...]:
         value = doc.get(name, [])
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise RoologError(f"{path}: {name} must be a list of column names")
+            raise UsageProblem(f"{path}: {name} must be a list of column names")
         return tuple(value)
 
     key = str_list("key")
     if not key:
-        raise RoologError(f"{path}: key is required")
+        raise UsageProblem(f"{path}: key is required")
     order_by = doc.get("order_by")
     if order_by is not None and not isinstance(order_by, str):
-        raise RoologError(f"{path}: order_by must be a column name")
+        raise UsageProblem(f"{path}: order_by must be a column name")
     types = doc.get("types", {})
     if not isinstance(types, dict) or not all(isinstance(t, str) for t in types.values()):
-        raise RoologError(f"{path}: [types] must map column names to Arrow type names, like price = \"double\"")
+        raise UsageProblem(f"{path}: [types] must map column names to Arrow type names, like price = \"double\"")
     for name, t in types.items():
         try:
             parse_type(t)
         except UsageProblem as err:
-            raise RoologError(f"{path}: [types] {name}: {err}") from None
+            raise UsageProblem(f"{path}: [types] {name}: {err}") from None
     return LogSchema(key, order_by, str_list("request"), str_list("impression"), str_list("labels"),
                      tuple(types.items()))
 
@@ -159,17 +159,17 @@ def check_declared(declared: LogSchema, schema: pa.Schema, where: str) -> None:
     named = list(declared.key) + list(declared.request) + list(declared.impression)
     for col in named:
         if col not in schema.names:
-            raise RoologError(f"{where}: column {col!r} is not in the input")
+            raise UsageProblem(f"{where}: column {col!r} is not in the input")
         if named.count(col) > 1:
-            raise RoologError(f"{where}: column {col!r} is listed more than once")
+            raise UsageProblem(f"{where}: column {col!r} is listed more than once")
     missing = [c for c in schema.names if c not in named]
     if missing:
-        raise RoologError(f"{where}: input column(s) {missing} are in neither request nor impression")
+        raise UsageProblem(f"{where}: input column(s) {missing} are in neither request nor impression")
     if declared.order_by and declared.order_by not in declared.impression:
-        raise RoologError(f"{where}: order_by {declared.order_by!r} must be an impression column")
+        raise UsageProblem(f"{where}: order_by {declared.order_by!r} must be an impression column")
     for label in declared.labels:
         if label not in declared.impression:
-            raise RoologError(f"{where}: label {label!r} must be an impression column")
+            raise UsageProblem(f"{where}: label {label!r} must be an impression column")
 
 
 @dataclass

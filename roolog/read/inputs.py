@@ -37,6 +37,18 @@ class ReadOptions:
     newlines_in_values: bool = False  # quoted CSV values may hold line breaks anywhere (not only in block 1)
     batch_bytes: int = 32 << 20
 
+    def __post_init__(self) -> None:
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise UsageProblem(f"--delimiter must be one character, not {self.delimiter!r}")
+        named: dict[str, str] = {}
+        for name, text in self.column_types:
+            if name in named and named[name] != text:
+                raise UsageProblem(f"--column-type gives column {name!r} two types ({named[name]} and {text}); "
+                                   "give one")
+            named[name] = text
+        if self.batch_bytes < 1:
+            raise UsageProblem(f"the read block size must be positive, not {self.batch_bytes}")
+
 
 @dataclass(frozen=True)
 class InputFile:
@@ -225,14 +237,17 @@ def file_xxh64(path: str) -> str:
 
 
 def fingerprint(files: list[InputFile]) -> list[InputRecord]:
-    """What the manifest records of the inputs, taken after they were read: a file whose size, mtime or
-    inode is not what it was when the run listed it changed while it was read, and fails the run."""
+    """What the manifest records of the inputs, taken after they were read: a file whose size, mtime, ctime
+    or inode is not what it was when the run listed it changed while it was read, and fails the run. The
+    system sets the ctime on every write and no one can set it back, so when all four hold, the bytes
+    hashed here are the bytes the run read (a rewrite with its mtime put back, as `rsync --inplace -t`
+    does, is caught)."""
     inputs = []
     for f in files:
         digest = file_xxh64(f.path)
         st = os.stat(f.path)
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (f.size, f.mtime_ns, f.ino):
-            raise RoologError(f"{f.path}: the file changed while roolog read it (it was {f.size:,} bytes, now "
-                              f"{st.st_size:,}); run again once it is complete")
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != (f.size, f.mtime_ns, f.ctime_ns, f.ino):
+            raise RoologError(f"{f.path}: the file changed while roolog read it (its size, mtime, ctime or inode "
+                              "is not what it was when the run began); run again once it is complete")
         inputs.append(InputRecord(os.path.abspath(f.path), f.size, f.mtime, digest, f.stat()))
     return inputs

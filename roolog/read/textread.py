@@ -494,9 +494,9 @@ def _find_text(f: InputFile, opts: ReadOptions, plan: TextPlan, names: list[str]
 def describe_json_error(f: InputFile, schema: pa.Schema, message: str) -> str | None:
     """pyarrow's JSON errors ("unexpected field", "Column(/v) changed from number to string") with the field
     and its line; None when the message is not one of them."""
-    number = _JSON_NUMBER_ERROR.search(message)
-    if number:
-        return _json_number_error(f, schema, number.group(2))
+    too_big = _JSON_NUMBER_ERROR.search(message)
+    if too_big:
+        return _json_number_error(f, schema, too_big.group(2))
     type_change = _JSON_TYPE_ERROR.search(message)
     if "unexpected field" not in message and not type_change:
         return None

@@ -20,7 +20,7 @@ from ..group.schema import load_schema
 from ..log import silent
 from ..read.inputs import InputFile, InputRecord, ReadOptions, file_xxh64, find_inputs
 from ..write.finish import finish_partitioned, finish_unit
-from ..write.manifest import REPORT, UnitReport, read_json
+from ..write.manifest import UnitReport, read_report
 from ..write.outdir import OutputFolder
 from .engine import Engine, JobResult
 from .local import LocalEngine
@@ -116,13 +116,15 @@ def convert(
     >>> roolog.explode("out", "impressions.parquet")["rows"]  # the exact inverse
     20007
     """
+    inputs = [inputs] if isinstance(inputs, str | os.PathLike) else inputs  # one path, not its characters
+    key = [key] if isinstance(key, str) else key
     output = OutputOptions(key=tuple(key), order_by=order_by, schema_file=schema_file, read=read or ReadOptions(),
                            shards=shards, compression_level=compression_level, on_conflict=on_conflict,
                            drop_null_keys=drop_null_keys, partition_by=partition_by, row_group_bytes=row_group_bytes,
                            row_group_requests=row_group_requests)
     run = RunOptions(memory_limit=memory_limit, overwrite=overwrite, force=force, progress=progress, log=log,
                      engine=engine, spark_master=spark_master)
-    return convert_with(list(inputs), out, output, run)
+    return convert_with([os.fspath(i) for i in inputs], os.fspath(out), output, run)
 
 
 def convert_with(inputs: list[str], out: str, output: OutputOptions, run: RunOptions) -> dict:
@@ -193,7 +195,7 @@ class _Run:
                     if gone not in made:
                         folder.remove_partition(gone)  # from inputs that no longer hold it
         if plan.layout == "flat":
-            report = self.reports[None] if plan.jobs else read_json(os.path.join(folder.out, REPORT))
+            report = self.reports[None] if plan.jobs else read_report(folder.out)
             return report | {"skipped": not plan.jobs}
         assert plan.column is not None
         skipped = [name for name in plan.skipped if name]

@@ -43,6 +43,12 @@ class OutputOptions:
             raise UsageProblem(f"--compression-level must be 1 to 22 (zstd), not {self.compression_level}")
         if self.shards is not None and self.shards < 1:
             raise UsageProblem(f"--shards must be at least 1, not {self.shards}")
+        if len(set(self.key)) != len(self.key):
+            twice = sorted({k for k in self.key if self.key.count(k) > 1})
+            raise UsageProblem(f"--key names {twice[0]!r} more than once; name each key column once")
+        if self.partition_by is not None and self.partition_by in self.key:
+            raise UsageProblem(f"--partition-by {self.partition_by!r} is a key column: partition by a coarser "
+                               "column (a day), not by the request key")
         if self.row_group_requests is not None and self.row_group_requests < 1:
             raise UsageProblem(f"--row-group-requests must be at least 1, not {self.row_group_requests}")
 
@@ -76,6 +82,8 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         _check_choice("--engine", self.engine, EngineName)
+        if self.memory_limit < 1:
+            raise UsageProblem(f"--memory-limit must be a positive size (such as 512MB), not {self.memory_limit}")
 
 
 def _check_choice(option: str, value: str, choices: Any) -> None:

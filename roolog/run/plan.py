@@ -7,30 +7,34 @@ up to date, and the settings every engine reads the rows with.
       column   one job: every file read once, rows routed to one unit per value of the column
 
 A unit (or, for `column`, the whole output) is up to date when its manifest records the same inputs
-(path, size, and stat or content hash), the same output options, and every shard it lists is intact.
+(path, size, and stat or content hash), the same output options, its manifest and report are sealed as
+written, and every shard it lists has its size and xxh64 (hashed every run: what `verify` flags, the
+next convert redoes).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import pyarrow as pa
 
-from ..errors import UsageProblem
+from ..errors import RoologError, UsageProblem
 from ..group.schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
 from ..read.arrow_types import parse_type
 from ..read.inputs import InputFile, InputRecord, ReadOptions, file_xxh64
 from ..read.sources import Source
 from ..write.layout import partition_name
-from ..write.manifest import MANIFEST, PartitionedManifest, UnitManifest, recorded
+from ..write.manifest import MANIFEST, PartitionedManifest, PartitionEntry, UnitManifest, read_report, recorded
 from ..write.outdir import OutputFolder
 from .options import OnConflict, OutputOptions
 
 SHARD_TARGET_BYTES = 256 << 20  # default shard count: one shard per this much input
+OPEN_FILES_BESIDE_SHARDS = 32  # inputs, spill partitions, pyarrow's own, the interpreter's
 MAX_PARTITIONS = 1000  # rows routed to partitions in one run: each holds open files and a grouping pipeline
 
 Log = Callable[..., None]
@@ -104,7 +108,22 @@ def unit_settings(opts: OutputOptions, source: Source, route_by: str | None) -> 
     if route_by is not None and route_by not in source.schema.names:
         raise UsageProblem(f"--partition-by {route_by!r} is not a column or hive folder of the input")
     n_shards = opts.shards or max(1, math.ceil(source.total_bytes / SHARD_TARGET_BYTES))
+    _open_files_for(n_shards)
     return UnitSettings(declared, key, order_by, n_shards, opts.on_conflict)
+
+
+def _open_files_for(n_shards: int) -> None:
+    """A unit writes its shards at once, one open file each: raise the process's limit on open files as far
+    as the system allows, or refuse a shard count beyond it in one line (not "Too many open files" later)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = n_shards + OPEN_FILES_BESIDE_SHARDS
+    if needed <= soft or soft == resource.RLIM_INFINITY:
+        return
+    if hard == resource.RLIM_INFINITY or needed <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else hard, hard))
+        return
+    raise UsageProblem(f"--shards {n_shards:,} needs about {needed:,} files open at once (one per shard) and this "
+                       f"system allows {hard:,} (ulimit -Hn); give fewer shards, or raise the limit")
 
 
 def too_many_partitions(route_by: str) -> UsageProblem:
@@ -143,10 +162,17 @@ def plan_run(folder: OutputFolder, files: list[InputFile], column: str | None, o
     # a data column: every input may hold every partition; the inputs decide for all partitions at once
     top = recorded(os.path.join(folder.out, MANIFEST), PartitionedManifest)
     if not force and top is not None and top.options == options and unchanged(top.inputs, files) and all(
-            intact(folder, p.name, recorded(os.path.join(folder.out, p.name, MANIFEST), UnitManifest), log)
+            _listed(folder, p) and intact(folder, p.name, recorded(os.path.join(folder.out, p.name, MANIFEST),
+                                                                   UnitManifest), log)
             for p in top.partitions):
         return Plan("column", column, [], [p.name for p in top.partitions], top.inputs)
     return Plan("column", column, [Job(tuple(files), column, None, column)], [], [])
+
+
+def _listed(folder: OutputFolder, p: PartitionEntry) -> bool:
+    """Whether the partition's manifest is the one the top-level manifest lists."""
+    path = os.path.join(folder.out, p.name, MANIFEST)
+    return os.path.isfile(path) and file_xxh64(path) == p.manifest_xxh64
 
 
 def unchanged(recorded_inputs: list[InputRecord], files: list[InputFile]) -> bool:
@@ -168,10 +194,16 @@ def up_to_date(folder: OutputFolder, rel: str, files: list[InputFile], options: 
 
 
 def intact(folder: OutputFolder, rel: str, manifest: UnitManifest | None, log: Log) -> bool:
-    """Whether every shard the unit's manifest lists is at OUT/rel as written; says why when it is not."""
+    """Whether the unit's report and every shard its manifest lists are at OUT/rel as written (each shard
+    hashed: what `verify` checks, convert checks); says why when they are not."""
     if manifest is None:
         return False
     prefix = f"{rel}/" if rel else ""
+    try:
+        read_report(os.path.join(folder.out, rel) if rel else folder.out)
+    except RoologError as err:
+        log("redo", output=folder.out, partition=rel or None, reason=str(err))
+        return False
     for shard in manifest.shards:
         problem = folder.intact(prefix + shard.file, shard.bytes, shard.xxh64)
         if problem:

@@ -31,7 +31,7 @@ from ..read.sources import ReadOptions, Source, resolve_inputs
 from ..version import __version__
 from ..write.checks import check_shards
 from ..write.encodings import choose_encodings, writer_settings
-from ..write.manifest import LEDGER, MANIFEST, REPORT, PartitionedManifest, UnitManifest, read_json, read_manifest
+from ..write.manifest import LEDGER, MANIFEST, PartitionedManifest, UnitManifest, read_manifest, read_report
 from ..write.outdir import reading
 
 SAMPLE_REQUESTS = 10_000  # whole requests written both ways for the on-disk estimate
@@ -201,7 +201,7 @@ def stats_output(out: str) -> dict:
 def _output_stats(out: str, found: list[tuple[str, UnitManifest]]) -> dict:
     units: list[dict] = []
     for folder, manifest in found:
-        report = read_json(os.path.join(folder, REPORT))
+        report = read_report(folder)
         disk = on_disk_column_bytes([os.path.join(folder, s.file) for s in manifest.shards])
         spec = manifest.schema
         level = {c: "request" for c in spec.request} | {c: "impression" for c in spec.impression}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -260,8 +261,11 @@ def smoke_verdict(summary: dict) -> dict:
         failures.append(f"only {summary['steps']} training steps: too few to judge (the output is too small)")
     elif not summary["loss_fell"]:
         failures.append(f"the training loss did not fall ({summary['first_loss']:.4f} -> {summary['last_loss']:.4f})")
-    auc = summary["eval"]["auc"]
-    if not (auc >= 0.5 + SMOKE_AUC_MARGIN):  # NaN fails too
+    auc, ctr = summary["eval"]["auc"], summary["eval"]["ctr"]
+    if math.isnan(auc):  # one class only: no AUC to judge by
+        what = "no impressions" if math.isnan(ctr) else "no positive labels" if ctr == 0 else "no negative labels"
+        failures.append(f"the eval split has {what}, so it has no AUC; the label column may be wrong (--label)")
+    elif not auc >= 0.5 + SMOKE_AUC_MARGIN:
         failures.append(f"eval AUC {auc:.4f} is not above {0.5 + SMOKE_AUC_MARGIN:.2f}")
     return {"passed": not failures, "failures": failures}
 

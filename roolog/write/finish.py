@@ -15,7 +15,7 @@ from ..group.figures import LengthHistogram, on_disk_column_bytes, ratio
 from ..group.grouper import Grouping
 from ..group.keys import key_hashes
 from ..group.schema import LogSchema, label_like
-from ..read.inputs import InputFile, InputRecord
+from ..read.inputs import InputFile, InputRecord, file_xxh64
 from ..version import __version__
 from .manifest import (
     COUNT_COLUMN,
@@ -153,7 +153,8 @@ def finish_partitioned(folder: OutputFolder, column: str, options: dict, inputs:
         manifest = read_manifest(os.path.join(out, name))
         assert isinstance(manifest, UnitManifest)
         totals = manifest.totals
-        partitions.append(PartitionEntry(name, totals.requests, totals.impressions, totals.bytes, name in skipped))
+        partitions.append(PartitionEntry(name, totals.requests, totals.impressions, totals.bytes, name in skipped,
+                                         file_xxh64(os.path.join(out, name, MANIFEST))))
         key = manifest.schema.key
         for shard in manifest.shards:
             keys = pq.read_table(os.path.join(out, name, shard.file), columns=key)

@@ -15,6 +15,11 @@ A finished *unit* (OUT itself, or a partition OUT/col=value/) holds its shards, 
     PartitionedManifest                        partition_by, partitions [PartitionEntry], totals
     UnitReport, PartitionedReport              what a run measured (figures: roolog.group.figures)
 
+Every JSON file roolog writes (manifests and reports) is *sealed*: its last field, "checksum", is the xxh64
+of the rest (canonical JSON: sorted keys, no spaces), so a file edited by hand or damaged is caught by
+every reader and redone by the next convert; a partitioned OUT's manifest also records the xxh64 of each
+partition's manifest file, so a partition folder replaced by a copy of another is caught too.
+
 Format history: "roolog/1" (0.1: partition columns also inside the shards, no ledger); "roolog/2" (0.2:
 partition columns in the path only, footers carry FOOTER_KEY, inputs carry their stat). A reader meets
 another format with a one-line "convert again" (`read_manifest`).
@@ -30,6 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pyarrow as pa
+import xxhash
 
 from ..errors import RoologError, UsageProblem
 from ..read.inputs import InputRecord
@@ -37,6 +43,7 @@ from ..version import __version__
 from .failpoint import failpoint
 
 MANIFEST, REPORT = "_manifest.json", "_report.json"
+CHECKSUM = "checksum"  # the last field of every JSON file roolog writes
 MANIFEST_FORMAT = "roolog/2"
 FOOTER_KEY = b"roolog"  # the shards' Arrow schema metadata: key, order, request and impression columns
 COUNT_COLUMN = "__roolog_impressions"  # only when no column is impression-level: the rows per request
@@ -127,6 +134,7 @@ class PartitionEntry:
     impressions: int
     bytes: int
     skipped: bool  # up to date in the run that wrote this manifest
+    manifest_xxh64: str  # of the partition's _manifest.json file: it is the one this manifest lists
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,28 @@ def now() -> str:
 
 # ---- reading and writing -------------------------------------------------------------------------------
 
+def seal(doc: dict) -> dict:
+    """`doc` with its checksum as the last field."""
+    plain = json.loads(json.dumps(doc, default=str))
+    plain.pop(CHECKSUM, None)
+    return plain | {CHECKSUM: _digest(plain)}
+
+
+def unsealed(doc: dict) -> dict | None:
+    """`doc` without its checksum when the checksum matches the rest, else None (edited or damaged)."""
+    rest = {k: v for k, v in doc.items() if k != CHECKSUM}
+    return rest if doc.get(CHECKSUM) == _digest(rest) else None
+
+
+def _digest(doc: dict) -> str:
+    return xxhash.xxh64(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def edited(path: str) -> RoologError:
+    return RoologError(f"{path}: changed since roolog wrote it (its checksum does not match: edited by hand, "
+                       "or damaged); run roolog convert again to repair the output")
+
+
 def read_manifest(out: str) -> Manifest:
     """The manifest of a finished output or partition folder; one line naming the problem otherwise."""
     path = os.path.join(out, MANIFEST)
@@ -257,6 +287,9 @@ def read_manifest(out: str) -> Manifest:
     if doc.get("format") != MANIFEST_FORMAT:
         raise RoologError(f"{path}: manifest format {doc.get('format')!r}, this roolog reads {MANIFEST_FORMAT!r}"
                           "; convert the logs again with this version")
+    doc = unsealed(doc)
+    if doc is None:
+        raise edited(path)
     try:
         return PartitionedManifest.from_json(doc) if "partitions" in doc else UnitManifest.from_json(doc)
     except (KeyError, TypeError, AttributeError) as err:
@@ -265,7 +298,7 @@ def read_manifest(out: str) -> Manifest:
 
 def recorded(path: str, kind: type[UnitManifest] | type[PartitionedManifest]) -> Any:
     """The manifest at `path` if it is one of this format and kind, else None (then the unit is redone)."""
-    doc = read_json(path)
+    doc = unsealed(read_json(path)) or {}
     if doc.get("format") != MANIFEST_FORMAT or ("partitions" in doc) != (kind is PartitionedManifest):
         return None
     try:
@@ -275,8 +308,9 @@ def recorded(path: str, kind: type[UnitManifest] | type[PartitionedManifest]) ->
 
 
 def write_json_atomic(path: str, doc: dict) -> None:
-    """Write `doc` beside `path` and rename it into place: a reader sees the old file or the new, whole."""
-    text = json.dumps(doc, indent=2, default=str) + "\n"
+    """Write `doc`, sealed, beside `path` and rename it into place: a reader sees the old file or the new,
+    whole."""
+    text = json.dumps(seal(doc), indent=2) + "\n"
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as fh:
         fh.write(text[: len(text) // 2])
@@ -287,6 +321,18 @@ def write_json_atomic(path: str, doc: dict) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def read_report(folder: str) -> dict:
+    """The _report.json of a unit or of OUT, its checksum checked; a one-line error when it is missing,
+    unreadable or edited."""
+    path = os.path.join(folder, REPORT)
+    if not os.path.isfile(path):
+        raise RoologError(f"{path}: missing; run roolog convert again to repair the output")
+    doc = unsealed(read_json(path))
+    if doc is None:
+        raise edited(path)
+    return doc
 
 
 def read_json(path: str) -> dict:

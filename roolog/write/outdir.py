@@ -2,7 +2,9 @@
 
 Ownership comes from what roolog wrote, never from file names. `OUT/.roolog.json` (the *ledger*) lists
 every path roolog placed in OUT (shards, manifests, reports, partition folders, its locks and temp
-folder), each file with the size, mtime and inode it had when it was placed. An entry is added *before*
+folder), each file with the size, mtime, inode and xxh64 it had when it was placed: a file counts as
+roolog's only while it is that file (same size, mtime and inode, or same size and bytes), so a ledger
+copied into a folder of other files owns none of them. An entry is added *before*
 the file is moved in and dropped *after* it is removed, so even a run killed between the two leaves
 nothing of roolog's that the next run does not recognise. Anything in OUT the ledger does not list is
 the user's: a run refuses such a folder unless `--overwrite`, and then writes beside it, never deleting or
@@ -22,7 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import OutputLocked, UsageProblem
 from ..read.inputs import file_xxh64
@@ -37,16 +39,44 @@ TMP_PREFIX = ".roolog-tmp"
 
 @dataclass(frozen=True)
 class Placed:
-    """A file as roolog placed it: what later tells an untouched file from a replaced one."""
+    """A file as roolog placed it: what later tells the file roolog wrote from another one at its name."""
 
     size: int
     mtime_ns: int
     ino: int
+    xxh64: str | None = None  # of its bytes; with `dev`, absent in ledgers of roolog 0.2.0
+    dev: int | None = None
+    previous: Placed | None = None  # while a publish moves this file in over roolog's older one of its name
 
     @classmethod
-    def of(cls, path: str) -> Placed:
+    def load(cls, doc: dict) -> Placed:
+        previous = doc.get("previous")
+        return cls(**{**doc, "previous": cls.load(previous) if previous else None})
+
+    def dump(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "previous"} | (
+            {"previous": self.previous.dump()} if self.previous else {})
+
+    @classmethod
+    def of(cls, path: str, hashed: bool = False) -> Placed:
         st = os.stat(path)
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, file_xxh64(path) if hashed else None, st.st_dev)
+
+    def matches(self, path: str) -> bool:
+        """Whether the file at `path` is this one: the very file roolog made (its device and inode; changed
+        in place - bit rot, a hand edit - it is still roolog's to repair), or, copied back or moved, one
+        with the same size and bytes. A file put in its place, or named in a copied ledger, is not."""
+        if self.previous is not None and self.previous.matches(path):
+            return True  # a run stopped while it moved this file in: the older one is still there, and roolog's
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if self.dev is None:  # a 0.2.0 ledger: the size, mtime and inode recorded
+            return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.ino)
+        if (st.st_dev, st.st_ino) == (self.dev, self.ino):
+            return True
+        return self.xxh64 is not None and st.st_size == self.size and file_xxh64(path) == self.xxh64
 
 
 class Ledger:
@@ -67,17 +97,36 @@ class Ledger:
                 doc = json.load(fh)
             if doc.get("format") != LEDGER_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r}")
-            entries = {p: e if e in ("dir", "lock") else Placed(**e) for p, e in doc["entries"].items()}
+            entries = {p: e if e in ("dir", "lock") else Placed.load(e) for p, e in doc["entries"].items()}
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
             raise UsageProblem(f"{path} is not a ledger roolog can read ({err}); it lists what roolog wrote in "
                                f"{out}: restore it, or convert into a new folder") from None
         return cls(out, entries)
 
     def owns(self, rel: str) -> bool:
-        return rel in self.entries
+        """Whether OUT/rel is roolog's: listed, and for a file, the very file the ledger recorded (a ledger
+        copied from another output, or a file put in place of roolog's, owns nothing)."""
+        entry = self.entries.get(rel)
+        if isinstance(entry, Placed):
+            return entry.matches(os.path.join(self.out, rel))
+        return entry is not None
 
     def add(self, entries: Mapping[str, Placed | str]) -> None:
-        self.entries.update(entries)
+        """Record paths roolog is about to place; a file that will replace roolog's own file of that name
+        keeps the older one's record beside it until `settle`, so a run killed in between owns either."""
+        for rel, entry in entries.items():
+            old = self.entries.get(rel)
+            if isinstance(entry, Placed) and isinstance(old, Placed) and self.owns(rel):
+                entry = replace(entry, previous=replace(old, previous=None))
+            self.entries[rel] = entry
+        self.save()
+
+    def settle(self, rels) -> None:
+        """The files at `rels` are in place: their older records go."""
+        for rel in rels:
+            entry = self.entries.get(rel)
+            if isinstance(entry, Placed) and entry.previous is not None:
+                self.entries[rel] = replace(entry, previous=None)
         self.save()
 
     def drop(self, paths) -> None:
@@ -87,7 +136,7 @@ class Ledger:
 
     def save(self) -> None:
         doc = {"format": LEDGER_FORMAT, "note": "the files roolog wrote in this folder; anything else is not its own",
-               "entries": {p: e if isinstance(e, str) else vars(e) for p, e in sorted(self.entries.items())}}
+               "entries": {p: e if isinstance(e, str) else e.dump() for p, e in sorted(self.entries.items())}}
         tmp = os.path.join(self.out, LEDGER_TMP)
         with open(tmp, "w") as fh:
             json.dump(doc, fh, indent=1)
@@ -112,12 +161,6 @@ class Ledger:
             elif self.entries[rel] == "dir" and not rel.split("/")[-1].startswith(TMP_PREFIX):
                 found += self.foreign(rel)
         return found
-
-    def changed(self, rel: str) -> bool:
-        """Whether the file at `rel` is not, by size, mtime and inode, the one roolog placed there."""
-        entry = self.entries.get(rel)
-        path = os.path.join(self.out, rel)
-        return not isinstance(entry, Placed) or not os.path.isfile(path) or Placed.of(path) != entry
 
 
 def _open_lock(path: str) -> tuple[int, bool]:
@@ -175,8 +218,12 @@ class OutputFolder:
     def _claim(self, made_lock: bool) -> None:
         ledger = Ledger.load(self.out)
         if ledger is None and os.path.exists(os.path.join(self.out, MANIFEST)):
-            raise UsageProblem(f"{self.out} was written by a roolog before 0.2, with no {LEDGER} listing which files "
-                               "are its own; convert into a new folder (or delete that one first)")
+            raise UsageProblem(f"{self.out} holds a {MANIFEST} but no {LEDGER} listing which files are roolog's "
+                               "(another tool's output, or a roolog before 0.2): roolog will not write there; "
+                               "convert into a new folder")
+        if ledger is None and os.path.lexists(os.path.join(self.out, LEDGER_TMP)):
+            raise UsageProblem(f"{os.path.join(self.out, LEDGER_TMP)} is not roolog's (there is no {LEDGER}); roolog "
+                               "needs that name for its ledger: move it away, or convert into another folder")
         if ledger is None:  # roolog never wrote here: only what this run just made is its own
             ledger = Ledger(self.out, {LOCK: "lock"} if made_lock else {})
         self.ledger = ledger
@@ -186,6 +233,11 @@ class OutputFolder:
         if stale:
             ledger.drop(stale)
         foreign = ledger.foreign()
+        replaced = [p for p in foreign if p in ledger.entries]
+        if replaced:
+            raise UsageProblem(f"{os.path.join(self.out, replaced[0])} is not the file roolog wrote there (another "
+                               "file put in its place, or a ledger copied from another output); move it away "
+                               "(roolog never deletes files it did not write) and run again")
         if foreign and not self.overwrite:
             raise UsageProblem(f"output folder {self.out} holds files roolog did not write ({foreign[0]}); "
                                "pass --overwrite to write there anyway (those files are kept)")
@@ -239,13 +291,13 @@ class OutputFolder:
 
     def intact(self, rel: str, size: int, xxh64: str) -> str | None:
         """Why OUT/rel is not the file a manifest recorded (missing, other size, other bytes), or None.
-        The content hash is computed only when the file is not, by the ledger, the one roolog placed."""
+        The content is hashed every time: bit rot keeps a file's size, mtime, ctime and inode."""
         path = os.path.join(self.out, rel)
         if not os.path.isfile(path):
             return f"{rel} is missing"
         if os.path.getsize(path) != size:
             return f"{rel} has {os.path.getsize(path):,} bytes, not the {size:,} recorded"
-        if self.ledger.changed(rel) and file_xxh64(path) != xxh64:
+        if file_xxh64(path) != xxh64:
             return f"{rel} is not the file recorded (xxh64 differs)"
         return None
 
@@ -269,7 +321,8 @@ class OutputFolder:
             target = os.path.join(self.out, rel) if rel else self.out
             new = sorted(os.listdir(unit))
             prefix = f"{rel}/" if rel else ""
-            placed = {prefix + n: Placed.of(os.path.join(unit, n)) for n in new}  # rename keeps size, mtime, inode
+            placed = {prefix + n: Placed.of(os.path.join(unit, n), hashed=True)  # rename keeps size, mtime, inode
+                      for n in new}
             if not os.path.exists(target):
                 self.ledger.add(placed | {rel: "dir"})
                 os.replace(unit, target)
@@ -288,6 +341,7 @@ class OutputFolder:
                 failpoint("publish")
                 os.replace(unit, target)
                 shutil.rmtree(aside)
+                self.ledger.settle(placed)
                 self.ledger.drop(p for p in old if p not in placed)
                 return
             self._remove(prefix + MANIFEST, prefix + REPORT)  # from here OUT (or the partition) is not finished
@@ -298,18 +352,23 @@ class OutputFolder:
                 if n != MANIFEST:
                     os.replace(os.path.join(unit, n), os.path.join(target, n))
             os.replace(os.path.join(unit, MANIFEST), os.path.join(target, MANIFEST))
+            self.ledger.settle(placed)
 
     def _top_files(self) -> list[str]:
         """roolog's published files directly in OUT (shards, manifest, report of a flat output)."""
         return [p for p, e in self.ledger.entries.items() if "/" not in p and isinstance(e, Placed)]
 
     def _remove(self, *rels: str) -> None:
+        """Remove roolog's files at these paths; a listed path where the file is gone, or is now another
+        file (not the one roolog placed), is only dropped from the ledger: that file is left alone."""
         gone = []
         for rel in rels:
+            if rel not in self.ledger.entries:
+                continue
             if self.ledger.owns(rel):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(self.out, rel))
-                gone.append(rel)
+            gone.append(rel)
         if gone:
             self.ledger.drop(gone)
 
@@ -344,8 +403,9 @@ class OutputFolder:
         target = os.path.join(self.out, name)
         if os.path.lexists(target) and not self.ledger.owns(name):
             raise UsageProblem(f"{target} is not roolog's and roolog must write a file of that name; move it away")
-        self.ledger.add({name: Placed.of(built)})
+        self.ledger.add({name: Placed.of(built, hashed=True)})
         os.replace(built, target)
+        self.ledger.settle([name])
 
 
 # ---- readers -------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_inputs_whose_columns_differ(log, tmp_path):
 def test_schema_column_absent(log, tmp_path):
     schema = tmp_path / "s.toml"
     schema.write_text('key = ["request_id"]\nrequest = ["user_id", "ghost"]\nimpression = ["item_id"]\n')
-    msg = fails(tmp_path / "out", log, "--schema", schema)
+    msg = fails(tmp_path / "out", log, "--schema", schema, code=2)  # the schema file is the mistake
     assert "'ghost'" in msg and "not in the input" in msg
 
 

@@ -413,3 +413,17 @@ def test_the_shuffle_does_not_depend_on_how_the_path_is_spelled(sample_out):
         return batch.request_ids["request_id"].values.tolist()
 
     assert first_ids(sample_out) == first_ids(sample_out + "/") == first_ids(os.path.relpath(sample_out))
+
+
+@pytest.mark.parametrize("ctr,what", [(0.0, "no positive labels"), (1.0, "no negative labels"),
+                                      (float("nan"), "no impressions")])
+def test_a_smoke_run_without_both_classes_says_so_not_auc_nan(ctr, what):
+    from roolog.train.trainer import smoke_verdict
+
+    summary = {"steps": 500, "loss_fell": True, "first_loss": 0.7, "last_loss": 0.3,
+               "eval": {"auc": float("nan"), "ctr": ctr}}
+    verdict = smoke_verdict(summary)
+    assert not verdict["passed"] and verdict["failures"] == [
+        f"the eval split has {what}, so it has no AUC; the label column may be wrong (--label)"]
+    summary["eval"] = {"auc": 0.51, "ctr": 0.1}
+    assert smoke_verdict(summary)["failures"] == ["eval AUC 0.5100 is not above 0.55"]
