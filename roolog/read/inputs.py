@@ -79,10 +79,14 @@ def _hive_pairs(root: str, path: str) -> tuple[tuple[str, str | None], ...]:
     pairs = []
     for part in Path(os.path.relpath(path, root)).parts[:-1]:
         if "=" in part:
-            k, v = part.split("=", 1)
-            v = urllib.parse.unquote(v)
-            pairs.append((urllib.parse.unquote(k), None if v == HIVE_NULL else v))
+            k, v = part.split("=", 1)  # null as written, before decoding: %5F_HIVE_DEFAULT_PARTITION__ is text
+            pairs.append((urllib.parse.unquote(k), None if v == HIVE_NULL else urllib.parse.unquote(v)))
     return tuple(pairs)
+
+
+def _hive_spelling(folder: str) -> tuple[str, ...]:
+    """The key=value parts of a folder path as written (before percent-decoding)."""
+    return tuple(part for part in Path(folder).parts if "=" in part)
 
 
 def _within(path: str, folder: str) -> bool:
@@ -149,6 +153,7 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
     files: list[InputFile] = []
     skipped: list[str] = []
     seen: dict[tuple[int, int], str] = {}
+    folders: dict[tuple, str] = {}  # the hive pairs -> the folder that spelled them first
     for spec in specs:
         if out and os.path.exists(spec) and _within(os.path.realpath(spec), out):
             raise UsageProblem(f"input {spec} is {'the' if os.path.realpath(spec) == out else 'inside the'} output "
@@ -168,6 +173,13 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
                 raise UsageProblem(f"{path} and {seen[st.st_dev, st.st_ino]} are the same file; name each input once")
             seen[st.st_dev, st.st_ino] = path
             partition = _hive_pairs(root, path) if root else ()
+            if partition:
+                folder = os.path.dirname(os.path.relpath(path, root))
+                first = folders.setdefault(partition, folder)
+                if first != folder and _hive_spelling(first) != _hive_spelling(folder):
+                    raise UsageProblem(f"hive folders {first!r} and {folder!r} name the same partition "
+                                       f"({', '.join(f'{k}={v!r}' for k, v in partition)}) spelled two ways "
+                                       "(percent-encoded and not); merge them into one folder")
             files.append(InputFile(path, fmt, compression, partition, st.st_size, st.st_mtime, st.st_mtime_ns,
                                    st.st_ino, st.st_ctime_ns))
     if not files:

@@ -106,8 +106,11 @@ def write_shard(writer: ShardWriter, runs: Iterable[pa.RecordBatch], output: Row
 
 
 def partition_name(column: str, value) -> str:
-    """The folder of a partition: col=value, both percent-encoded (null is Hive's __HIVE_DEFAULT_PARTITION__)."""
+    """The folder of a partition: col=value, both percent-encoded (null is Hive's __HIVE_DEFAULT_PARTITION__;
+    the text "__HIVE_DEFAULT_PARTITION__" itself gets its first '_' encoded, so the two stay apart)."""
     text = HIVE_NULL if value is None else urllib.parse.quote(str(value), safe="")
+    if value is not None and text == HIVE_NULL:
+        text = "%5F" + text[1:]
     return f"{urllib.parse.quote(column, safe='')}={text}"
 
 

@@ -185,3 +185,37 @@ def test_an_input_rewritten_in_place_with_its_mtime_put_back_fails_the_run(tmp_p
     with pytest.raises(RoologError, match="changed while roolog read it"):
         roolog.convert([str(log)], str(tmp_path / "out"), key=("k",), progress=False)
     assert not (tmp_path / "out" / "_manifest.json").exists()
+
+
+def test_a_null_partition_and_the_text_hive_writes_for_null_stay_apart(tmp_path):
+    import pyarrow as pa
+
+    log = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"k": [1, 2, 3], "ds": [None, "__HIVE_DEFAULT_PARTITION__", "x"]}), log)
+    out = tmp_path / "out"
+    proc = run_cli("convert", str(log), "-o", str(out), "--key", "k", "--partition-by", "ds", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "ds=%5F_HIVE_DEFAULT_PARTITION__", "ds=__HIVE_DEFAULT_PARTITION__", "ds=x"]
+    back = roolog.explode(str(out), str(tmp_path / "x.parquet"))
+    assert back["rows"] == 3
+    table = pq.read_table(tmp_path / "x.parquet").sort_by("k")
+    assert table.column("ds").to_pylist() == [None, "__HIVE_DEFAULT_PARTITION__", "x"]
+    again = tmp_path / "again"  # the output's folders read back as hive inputs keep the two apart too
+    for k, d in enumerate(sorted(p.name for p in out.iterdir() if p.is_dir())):
+        (again / d).mkdir(parents=True)
+        pq.write_table(pa.table({"k": [k]}), again / d / "a.parquet")
+    proc = run_cli("convert", str(again), "-o", str(tmp_path / "out2"), "--key", "k", "-q", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["totals"]["partitions"] == 3
+
+
+def test_hive_folders_spelling_one_value_two_ways_are_refused(tmp_path):
+    import pyarrow as pa
+
+    for name in ("ds=a b", "ds=a%20b"):
+        (tmp_path / "log" / name).mkdir(parents=True)
+        pq.write_table(pa.table({"k": [1], "v": [name]}), tmp_path / "log" / name / "p.parquet")
+    proc = run_cli("convert", str(tmp_path / "log"), "-o", str(tmp_path / "out"), "--key", "k", "-q")
+    assert proc.returncode == 2 and "spelled two ways" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
