@@ -50,11 +50,16 @@ runs of equal size (to one request), so every request is read by exactly one of 
 few row groups there are (`roolog convert --row-group-requests N` makes row groups small, so that each
 worker reads only its own). With `shuffle`, the requests each (rank, worker) reads of a row group are also
 permuted. Call `set_epoch(e)` before each epoch, as with `DistributedSampler` (DataLoader workers made with
-`persistent_workers=True` keep the epoch they started with).
+`persistent_workers=True` keep the epoch they started with). With world_size > 1 every rank yields the same
+number of batches (`batches_per_rank`): each worker stops at the fewest batches its counterpart has on any
+rank, so the remainder - at most one batch per worker per rank, more with a train/eval split or
+`batch_impressions`, whose counts differ by rank - is left out that epoch, like `DistributedSampler(
+drop_last=True)`; a DDP step then never waits on a rank that ran out. A rank with no batch is an error.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -71,8 +76,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .errors import RoologError, UsageProblem
 from .group.keys import key_hashes, xxh64_u64
 from .group.values import offsets_from_lengths
+from .read.arrow_types import conform, unify
 from .write.checks import check_shards, units
-from .write.manifest import UnitSchema
+from .write.manifest import UnitManifest, UnitSchema
 
 DEFAULT_BATCH_REQUESTS = 256  # when neither batch_requests nor batch_impressions is given
 TORCHREC_INSTALL = "bash scripts/install-torchrec.sh (see README, 'Training your own model')"
@@ -313,6 +319,34 @@ def choose_features(schema: UnitSchema, arrow: pa.Schema, columns: Sequence[str]
                     lengths_from=lengths_from, skipped=tuple(skipped), **{k: tuple(v) for k, v in kinds.items()})
 
 
+def merged_schema(units: Sequence[tuple[str, UnitManifest]]) -> tuple[UnitSchema, pa.Schema]:
+    """The levels and the shards' Arrow schema of all partitions as one: every column any partition has
+    (a column added or dropped on some day reads as null where it is absent), types widened losslessly. A
+    column request-level in one partition and impression-level in another is an error, as is an output
+    with no impression-level column in every partition (what tells each request's impressions)."""
+    shards = [(folder, pq.read_schema(os.path.join(folder, m.shards[0].file))) for folder, m in units]
+    arrow = unify(shards, "convert the partitions with one --schema file", absent_ok=True)
+    level: dict[str, tuple[str, str]] = {}
+    for folder, m in units:
+        named = [*((c, "request") for c in m.schema.request), *((c, "impression") for c in m.schema.impression)]
+        for name, lv in named:
+            seen = level.setdefault(name, (lv, folder))
+            if seen[0] != lv:
+                raise RoologError(f"{folder}: column {name!r} is {lv}-level here, {seen[0]}-level in {seen[1]}; "
+                                  "convert the partitions with one --schema file")
+    first = units[0][1].schema
+    common = [c for c in first.impression if all(c in m.schema.impression for _, m in units)]
+    counts = {m.schema.count_column for _, m in units}
+    if not common and (len(counts) != 1 or None in counts):
+        raise RoologError(f"{units[0][0]}: no impression-level column is in every partition, so the partitions do "
+                          "not tell their requests' impressions the same way; convert them with one --schema file")
+    impression = common + [c for c, (lv, _) in level.items() if lv == "impression" and c not in common]
+    labels = list(dict.fromkeys(label for _, m in units for label in m.schema.labels))
+    merged = replace(first, request=[c for c, (lv, _) in level.items() if lv == "request"], impression=impression,
+                     labels=labels)
+    return merged, arrow
+
+
 def salt(column: str) -> int:
     """A column's hash seed, from its name: adding or leaving out columns changes no other column's ids."""
     return xxhash.xxh64_intdigest(column.encode())
@@ -550,20 +584,10 @@ class RequestDataset(IterableDataset):
         if not paths:
             raise RoologError(f"{out}: the output holds no shards (no requests)")
         with_shards = [(folder, m) for folder, m in found if m.shards]
-        (first_folder, self.manifest), self.out = with_shards[0], out
+        (_, self.manifest), self.out = with_shards[0], out
         labels = list(self.manifest.schema.labels) if labels is None else labels  # one list for all partitions
-        chosen = []
-        for folder, manifest in with_shards:
-            arrow = pq.read_schema(os.path.join(folder, manifest.shards[0].file))
-            mine = choose_features(manifest.schema, arrow, columns, labels, tuple(tokenize), tuple(also_dense))
-            chosen.append((folder, mine, {c: arrow.field(c).type for c in mine.columns}))
-        self.features, first_types = chosen[0][1], chosen[0][2]
-        for folder, mine, types in chosen[1:]:
-            if mine != self.features or types != first_types:
-                column = next((c for c in types if types[c] != first_types.get(c)), None)
-                what = f"column {column!r} is {types[column]} here, {first_types.get(column)} in {first_folder}" \
-                    if column else f"its columns differ in level from {first_folder}'s"
-                raise RoologError(f"{folder}: {what}; convert the partitions with one --schema file")
+        levels, self.arrow = merged_schema(with_shards)
+        self.features = choose_features(levels, self.arrow, columns, labels, tuple(tokenize), tuple(also_dense))
         self.skipped = list(self.features.skipped)
         self.row_groups = [RowGroup(p, os.path.relpath(p, out), g, f.metadata.row_group(g).num_rows, _stat(p))
                            for p in paths for f in [pq.ParquetFile(p)] for g in range(f.num_row_groups)]
@@ -583,25 +607,50 @@ class RequestDataset(IterableDataset):
         """The epoch whose shuffle to use (before iterating; call it in every rank)."""
         self.epoch = epoch
 
-    def segments(self, worker: int = 0, workers: int = 1) -> list[Segment]:
-        """What (this rank, `worker` of `workers`) reads this epoch, in order."""
+    def segments(self, worker: int = 0, workers: int = 1, rank: int | None = None) -> list[Segment]:
+        """What (this rank, or `rank`; `worker` of `workers`) reads this epoch, in order."""
         groups = list(self.row_groups)
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(groups))
             groups = [groups[i] for i in order]
-        return split_runs(groups, self.world_size * workers, self.rank * workers + worker)
+        rank = self.rank if rank is None else rank
+        return split_runs(groups, self.world_size * workers, rank * workers + worker)
 
     def __iter__(self) -> Iterator[RequestBatch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for table in self._batches(self._tables(self.segments(worker, workers))):
+        cap = self.batches_per_rank(workers)[worker] if self.world_size > 1 else None
+        tables = self._batches(self._tables(self.segments(worker, workers)))
+        for table in itertools.islice(tables, cap):
             batch = collate(table, self.features, self.id_buckets, self.max_list_length, self.dense_dtype)
             yield batch.exploded() if self.exploded else batch
 
-    def _tables(self, segments: list[Segment]) -> Iterator[pa.Table]:
+    def batches_per_rank(self, workers: int = 1) -> list[int]:
+        """How many batches each DataLoader worker of every rank yields this epoch: the fewest that worker
+        has on any rank, so all ranks yield the same number (a DDP step per batch never waits on a rank
+        that ran out). Counted without the data when batches close by request count over all requests,
+        else by reading the key and lengths columns through the same split, shuffle and cuts. A rank that
+        would get no batch at all is an error."""
+        counts = [[self._count(rank, worker, workers) for worker in range(workers)]
+                  for rank in range(self.world_size)]
+        empty = next((rank for rank, c in enumerate(counts) if not sum(c)), None)
+        if empty is not None:
+            raise UsageProblem(f"rank {empty} of world_size {self.world_size} gets no batch ({self.requests:,} "
+                               f"requests in {self.out}); use fewer ranks or workers, or smaller batches")
+        return [min(c[worker] for c in counts) for worker in range(workers)]
+
+    def _count(self, rank: int, worker: int, workers: int) -> int:
+        segments = self.segments(worker, workers, rank)
+        if self.split == "all" and self.batch_impressions is None:
+            assert self.batch_requests is not None
+            return -(-sum(s.stop - s.start for s in segments) // self.batch_requests)
+        light = [self.features.lengths_from]
+        return sum(1 for _ in self._batches(self._tables(segments, light)))
+
+    def _tables(self, segments: list[Segment], only: list[str] | None = None) -> Iterator[pa.Table]:
         files: dict[str, pq.ParquetFile] = {}
         key = list(self.features.key) if self.split != "all" else []  # the split is decided by the key
-        columns = list(dict.fromkeys([*key, *self.features.columns]))
+        columns = list(dict.fromkeys([*key, *(only if only is not None else self.features.columns)]))
         for s in segments:
             g = s.group
             if g.path not in files:
@@ -609,7 +658,11 @@ class RequestDataset(IterableDataset):
                     raise RoologError(f"{g.path}: the shard changed after the dataset checked it (a new convert "
                                       "published into the output?); make the dataset again")
                 files[g.path] = pq.ParquetFile(g.path)
-            table = files[g.path].read_row_group(g.index, columns=columns).slice(s.start, s.stop - s.start)
+            present = [c for c in columns if c in files[g.path].schema_arrow.names]  # a partition may lack some
+            table = files[g.path].read_row_group(g.index, columns=present).slice(s.start, s.stop - s.start)
+            if len(present) < len(columns):
+                table = self._absent_as_null(table, columns)
+            table = conform(table, pa.schema([self.arrow.field(c) for c in columns]))
             if self.shuffle:
                 seed = [self.seed, self.epoch, xxhash.xxh32_intdigest(g.name.encode()), g.index, s.start]
                 table = table.take(np.random.default_rng(seed).permutation(table.num_rows))
@@ -617,6 +670,20 @@ class RequestDataset(IterableDataset):
                 held_out = in_eval_split(table, self.features.key, self.eval_percent)
                 table = table.filter(pa.array(held_out if self.split == "eval" else ~held_out))
             yield table
+
+    def _absent_as_null(self, table: pa.Table, columns: list[str]) -> pa.Table:
+        """A partition's rows with the columns it lacks: a null per request, or a list of nulls as long as
+        the request's impressions for an impression-level one."""
+        lengths = request_lengths(table, self.features.lengths_from)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
+        impression = {*self.features.impression_ids, *self.features.impression_dense, *self.features.labels}
+        for name in columns:
+            if name not in table.column_names:
+                t = self.arrow.field(name).type
+                column = (pa.ListArray.from_arrays(offsets, pa.nulls(int(lengths.sum()), t.value_type), type=t)
+                          if name in impression else pa.nulls(table.num_rows, t))
+                table = table.append_column(self.arrow.field(name), column)
+        return table
 
     def _batches(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
         """Tables of whole batches (see batch_requests, batch_impressions); the rest carried to the next."""

@@ -154,11 +154,12 @@ def check_key_and_order(schema: pa.Schema, key: tuple[str, ...], order_by: str |
             raise UsageProblem(f"order column {order_by!r} is also a key column")
 
 
-def check_declared(declared: LogSchema, schema: pa.Schema, where: str) -> None:
-    """The schema file names exactly the input's columns, each once."""
+def check_declared(declared: LogSchema, schema: pa.Schema, where: str, absent_ok: bool = False) -> None:
+    """The schema file names exactly the input's columns, each once (with `absent_ok`, one partition of
+    several: its columns, and maybe others it lacks but the key)."""
     named = list(declared.key) + list(declared.request) + list(declared.impression)
     for col in named:
-        if col not in schema.names:
+        if col not in schema.names and not (absent_ok and col not in declared.key):
             raise UsageProblem(f"{where}: column {col!r} is not in the input")
         if named.count(col) > 1:
             raise UsageProblem(f"{where}: column {col!r} is listed more than once")

@@ -134,13 +134,18 @@ def _widened_dictionary(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     return pa.dictionary(index, value) if index is not None else value
 
 
-def unify(schemas: list[tuple[str, pa.Schema]], fix: str) -> pa.Schema:
+def unify(schemas: list[tuple[str, pa.Schema]], fix: str, absent_ok: bool = False) -> pa.Schema:
     """One schema for several (where, schema) sources with the same columns, widened losslessly; else a
-    one-line error naming both places, both types and `fix` (what the user can do; {column} is filled in)."""
+    one-line error naming both places, both types and `fix` (what the user can do; {column} is filled in).
+    With `absent_ok` the sources may differ in columns (a table whose columns were added or dropped over
+    time): every column of any source, in the order they first appear, absent ones to be read as null."""
     (first_where, first), *rest = schemas
     fields = {f.name: (f, first_where) for f in first}
     for where, schema in rest:
-        if set(schema.names) != set(first.names):
+        if absent_ok:
+            for f in schema:
+                fields.setdefault(f.name, (f, where))
+        elif set(schema.names) != set(first.names):
             extra = sorted(set(schema.names) - set(first.names))
             missing = sorted(set(first.names) - set(schema.names))
             what = "; ".join(x for x in (f"extra columns {extra}" if extra else "",
@@ -148,9 +153,22 @@ def unify(schemas: list[tuple[str, pa.Schema]], fix: str) -> pa.Schema:
             raise RoologError(f"{where}: columns differ from {first_where}: {what}")
         for f in schema:
             kept, kept_where = fields[f.name]
+            if kept_where == where:
+                continue
             t = widened(kept.type, f.type)
             if t is None:
                 raise RoologError(f"column {f.name!r} is {kept.type} in {kept_where} but {f.type} in {where}: no type "
                                   f"holds both losslessly; {fix.format(column=f.name)}")
             fields[f.name] = (kept.with_type(t), kept_where)
-    return pa.schema([fields[n][0] for n in first.names], metadata=first.metadata)
+    return pa.schema([f for f, _ in fields.values()], metadata=first.metadata)
+
+
+def conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch | pa.Table:
+    """`batch` in `schema`: its columns widened where their types differ, columns it lacks as nulls."""
+    if batch.schema.equals(schema):
+        return batch
+    n = batch.num_rows
+    arrays = [batch.column(f.name).cast(f.type) if f.name in batch.schema.names else pa.nulls(n, f.type)
+              for f in schema]
+    make = pa.Table.from_arrays if isinstance(batch, pa.Table) else pa.RecordBatch.from_arrays
+    return make(arrays, schema=schema)

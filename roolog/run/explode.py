@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from ..errors import RoologError, UsageProblem
 from ..group.inverse import impression_rows
 from ..group.values import repeat_indices, take
-from ..read.arrow_types import unify
+from ..read.arrow_types import conform, unify
 from ..read.inputs import local_path
 from ..write.checks import open_shard, units
 from ..write.manifest import UnitManifest
@@ -37,17 +37,18 @@ def _unit_batches(folder: str, manifest: UnitManifest) -> Iterator[pa.RecordBatc
 
 def impression_batches(out: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The original impression schema and a stream of impression-level batches: partition by partition,
-    shard by shard. Partitions whose column types differ are widened losslessly to one schema."""
+    shard by shard. Partitions whose column types differ are widened losslessly to one schema; a column
+    that some partitions lack (added or dropped over time) is null in their rows."""
     found = units(out)
     if not found:
         raise RoologError(f"{out}: the output has no partitions")
     schemas = [(folder, m.schema.arrow()) for folder, m in found]
-    schema = unify(schemas, "explode the partitions one at a time (roolog explode OUT/col=value)")
+    schema = unify(schemas, "explode the partitions one at a time (roolog explode OUT/col=value)", absent_ok=True)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for folder, manifest in found:
             for batch in _unit_batches(folder, manifest):
-                yield batch if batch.schema.equals(schema) else batch.cast(schema)
+                yield conform(batch, schema)
 
     return schema, batches()
 

@@ -122,7 +122,7 @@ class LocalEngine:
     def convert(self, job: Job) -> JobResult:
         files = list(job.files)
         with Source(files, self.output.read, self.folder.read_scratch()) as source:
-            settings = unit_settings(self.output, source, job.route_by)
+            settings = unit_settings(self.output, source, job.route_by, one_of_many=job.name is not None)
             units: dict[str | None, _Unit] = {}
 
             def unit(name: str | None) -> _Unit:

@@ -92,8 +92,11 @@ def with_declared_types(read: ReadOptions, declared: LogSchema) -> ReadOptions:
     return replace(read, column_types=tuple(given.items()))
 
 
-def unit_settings(opts: OutputOptions, source: Source, route_by: str | None) -> UnitSettings:
-    """The settings of the units read from `source`, checked against its schema."""
+def unit_settings(opts: OutputOptions, source: Source, route_by: str | None, one_of_many: bool = False
+                  ) -> UnitSettings:
+    """The settings of the units read from `source`, checked against its schema. `one_of_many`: the source
+    is one hive partition of several, which may lack columns the schema file names (a column added or
+    dropped on some day)."""
     declared = load_schema(opts.schema_file) if opts.schema_file else None
     key, order_by = tuple(opts.key), opts.order_by
     if declared:
@@ -104,7 +107,7 @@ def unit_settings(opts: OutputOptions, source: Source, route_by: str | None) -> 
         key, order_by = declared.key, order_by or declared.order_by
     check_key_and_order(source.schema, key, order_by)
     if declared:
-        check_declared(declared, source.schema, opts.schema_file or "the schema file")
+        check_declared(declared, source.schema, opts.schema_file or "the schema file", absent_ok=one_of_many)
     if route_by is not None and route_by not in source.schema.names:
         raise UsageProblem(f"--partition-by {route_by!r} is not a column or hive folder of the input")
     n_shards = opts.shards or max(1, math.ceil(source.total_bytes / SHARD_TARGET_BYTES))

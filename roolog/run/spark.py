@@ -503,7 +503,7 @@ class SparkEngine:
     def _convert(self, job: Job, work: str) -> JobResult:
         files, output = [replace(f, path=os.path.abspath(f.path)) for f in job.files], self.output
         with Source(files, output.read, os.path.abspath(self.folder.read_scratch())) as source:
-            settings = unit_settings(output, source, job.route_by)
+            settings = unit_settings(output, source, job.route_by, one_of_many=job.name is not None)
             sc = spark_session(self.run.spark_master).sparkContext
             if self.run.spark_master and sc.master != self.run.spark_master:
                 self.run.log("warning", message=f"Spark is already running on {sc.master}; --spark-master is ignored")

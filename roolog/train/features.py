@@ -23,11 +23,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from ..data import RequestDataset, choose_features, is_text_type
+from ..data import RequestDataset, choose_features, is_text_type, merged_schema
 from ..errors import RoologError, UsageProblem
 from ..group.schema import label_like
 from ..write.checks import check_shards
-from ..write.manifest import UnitManifest
+from ..write.manifest import UnitSchema
 
 TEXT_SEQUENCE_MIN_TOKENS = 4.0  # a string column averaging this many space-separated tokens is a sequence
 STATS_BATCH_REQUESTS = 8192
@@ -70,15 +70,20 @@ class FeatureSpec:
         return cls(**doc)
 
 
-def shard_files(out: str) -> tuple[UnitManifest, list[str]]:
-    """The first unit's manifest and every shard path of the output (all partitions)."""
+def shard_files(out: str) -> tuple[UnitSchema, pa.Schema, list[str]]:
+    """The levels and shard schema of all partitions as one (roolog.data.merged_schema: a column some
+    partitions lack is null there) and every shard path of the output."""
     if not os.path.isdir(out):
         raise UsageProblem(f"{out}: no such folder (give the OUT folder of `roolog convert`)")
     manifests = check_shards(out)  # every shard's size and xxh64 against its manifest, before training
     if not manifests:
         raise RoologError(f"{out}: the output has no partitions")
     paths = [os.path.join(folder, s.file) for folder, m in manifests for s in m.shards]
-    return manifests[0][1], paths
+    with_shards = [(folder, m) for folder, m in manifests if m.shards]
+    if not with_shards:
+        return manifests[0][1].schema, pa.schema([]), paths
+    schema, arrow = merged_schema(with_shards)
+    return schema, arrow, paths
 
 
 def _mean_tokens(arr: pa.ChunkedArray) -> float:
@@ -100,13 +105,12 @@ def guess_label(schema) -> str | None:
 
 def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = (), buckets: int = 1 << 18,
                positive_threshold: float | None = None, eval_percent: int = 10,
-               stats_requests: int | None = None, shards: tuple[UnitManifest, list[str]] | None = None,
+               stats_requests: int | None = None, shards: tuple[UnitSchema, pa.Schema, list[str]] | None = None,
                max_history: int = 200) -> FeatureSpec:
     """Features from the manifest's levels and the shards' types (token strings judged on the first row
     group); dense statistics over the training requests (the first `stats_requests` when given), labels
     checked on the way. `shards`: what shard_files(out) gave, when the caller has it already."""
-    manifest, paths = shards or shard_files(out)
-    schema = manifest.schema
+    schema, arrow, paths = shards or shard_files(out)
     label = label or guess_label(schema)
     if not label:
         raise UsageProblem("no label: the output records no `labels` (give convert a --schema listing them) "
@@ -122,9 +126,8 @@ def build_spec(out: str, label: str | None = None, exclude: tuple[str, ...] = ()
     files = [pq.ParquetFile(p) for p in paths]
     file = next((f for f in files if f.metadata.num_rows), files[0])  # token strings judged on real rows
     sample = file.read_row_group(0) if file.num_row_groups else file.schema_arrow.empty_table()
-    arrow = sample.schema
     text = [f.name for f in arrow if f.name in schema.request and f.name not in exclude and is_text_type(f.type)
-            and _mean_tokens(sample.column(f.name)) >= TEXT_SEQUENCE_MIN_TOKENS]
+            and f.name in sample.column_names and _mean_tokens(sample.column(f.name)) >= TEXT_SEQUENCE_MIN_TOKENS]
     kinds = choose_features(schema, arrow, None, [label], tokenize=text)
     keep = [n for n in arrow.names if n not in exclude]
 

@@ -396,14 +396,14 @@ def test_partitions_share_one_label_list_and_must_agree_on_types(tmp_path):
     day("2", [0, 2, 0, 0], [1, 2, 3, 4])  # `booked` is no label here: convert guesses per partition
     roolog.convert([str(tmp_path / "logs")], str(tmp_path / "out"), key=["r"], order_by="pos", progress=False)
     data = RequestDataset(str(tmp_path / "out"))
-    assert sorted(data.features.labels) == ["booked", "click"]  # the first partition's, for all
+    assert sorted(data.features.labels) == ["booked", "click"]  # the first partition's (its manifest's), for all
     assert sum(b.impressions for b in data) == 8
     (tmp_path / "csv" / "day=1").mkdir(parents=True)
     (tmp_path / "csv" / "day=2").mkdir(parents=True)
     (tmp_path / "csv" / "day=1" / "a.csv").write_text("r,pos,item\n1,0,1\n1,1,2\n")
     (tmp_path / "csv" / "day=2" / "a.csv").write_text("r,pos,item\n1,0,x\n1,1,y\n")
     roolog.convert([str(tmp_path / "csv")], str(tmp_path / "mixed"), key=["r"], order_by="pos", progress=False)
-    with pytest.raises(RoologError, match="column .item. is list<element: string> here, list<element: int64>"):
+    with pytest.raises(RoologError, match="column .item. is list<element: int64> in .* but list<element: string>"):
         RequestDataset(str(tmp_path / "mixed"))
 
 
@@ -427,3 +427,47 @@ def test_a_smoke_run_without_both_classes_says_so_not_auc_nan(ctr, what):
         f"the eval split has {what}, so it has no AUC; the label column may be wrong (--label)"]
     summary["eval"] = {"auc": 0.51, "ctr": 0.1}
     assert smoke_verdict(summary)["failures"] == ["eval AUC 0.5100 is not above 0.55"]
+
+
+@pytest.fixture(scope="module")
+def five_thousand(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ranks")
+    n = 5000
+    lengths = [1 + (i * 7) % 5 for i in range(n)]
+    pq.write_table(pa.table({"r": np.repeat(np.arange(n), lengths), "item": np.arange(sum(lengths))}),
+                   root / "log.parquet")
+    out = root / "out"
+    roolog.convert([str(root / "log.parquet")], str(out), key=("r",), shards=3, row_group_requests=400,
+                   progress=False)
+    return str(out)
+
+
+@pytest.mark.parametrize("options", [dict(batch_requests=833), dict(batch_requests=833, split="train"),
+                                     dict(batch_impressions=1500), dict(batch_requests=97, shuffle=True),
+                                     dict(batch_requests=250, workers=2)])
+def test_every_rank_yields_the_same_number_of_batches(five_thousand, options):
+    """5,000 requests over 3 ranks with batch_requests=833 were 2, 2 and 3 batches: a DDP job hangs on the
+    third. Now each worker stops at the fewest batches its counterpart has on any rank."""
+    options = dict(options)
+    workers = options.pop("workers", 1)
+    per_rank, requests = [], 0
+    for rank in range(3):
+        data = RequestDataset(five_thousand, rank=rank, world_size=3, **options)
+        if workers > 1:
+            loader = DataLoader(data, batch_size=None, num_workers=workers)
+            batches = list(loader)
+        else:
+            batches = list(data)
+        per_rank.append(len(batches))
+        requests += sum(b.requests for b in batches)
+        assert data.batches_per_rank(workers) and sum(data.batches_per_rank(workers)) == len(batches)
+    assert len(set(per_rank)) == 1, per_rank
+    whole = RequestDataset(five_thousand, **options)  # one rank: every request of the split
+    expected = sum(b.requests for b in whole)
+    assert expected - requests <= 3 * workers * (options.get("batch_requests") or 1500)  # what is left out
+    assert requests > 0
+
+
+def test_a_rank_with_no_data_is_an_error(five_thousand):
+    with pytest.raises(UsageProblem, match="gets no batch"):
+        list(RequestDataset(five_thousand, rank=0, world_size=6000))
