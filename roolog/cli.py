@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import re
 import signal
 import sys
@@ -24,6 +26,7 @@ from .stats.statistics import infer_schema, stats_raw
 from .stats.statistics import stats as run_stats
 from .version import __version__
 from .write.checks import verify as run_verify
+from .write.manifest import LEDGER, MANIFEST
 from .write.outdir import reading
 
 
@@ -64,10 +67,24 @@ def _fail_cleanly(fn):
             return fn(*args, **kwargs)
         except RoologError as err:
             fail(str(err), err.exit_code)
-        except (pa.ArrowException, OSError) as err:  # data pyarrow could not read; a full disk
+        except OSError as err:
+            if err.errno == errno.ENOSPC:  # say where: the device of the output (or of explode's target)
+                where = kwargs.get("target") or kwargs.get("out") or "the output"
+                fail(f"no space left on the device that holds {where}; free some space or write elsewhere, then "
+                     "run again", 1)
+            fail(str(err).strip().splitlines()[0], 1)
+        except pa.ArrowException as err:  # data pyarrow could not read
             fail(str(err).strip().splitlines()[0], 1)
         except KeyboardInterrupt:
-            fail("interrupted; the output was left unfinished (no manifest)", 130)
+            out = kwargs.get("out")
+            if out is None:
+                fail("interrupted", 130)
+            elif not os.path.exists(out):
+                fail(f"interrupted; nothing was kept ({out} was not created)", 130)
+            elif os.path.exists(os.path.join(out, MANIFEST)):
+                fail(f"interrupted; {out} holds the output it held before this run", 130)
+            else:
+                fail(f"interrupted; {out} was left unfinished (no {MANIFEST}): run again to finish it", 130)
 
     return wrapper
 
@@ -290,6 +307,10 @@ def infer_schema_command(inputs, key, order_by, read, target, memory_limit, quie
     """
     if not key:
         raise UsageProblem("give the request key with --key COL")
+    inside = _output_holding(target) if target else None
+    if inside:
+        raise UsageProblem(f"{target} is inside the roolog output {inside}, where only roolog's own files belong; "
+                           "write the schema file somewhere else")
     report = stats_raw(list(inputs), tuple(key), order_by=order_by, read=read, memory_limit=memory_limit,
                        progress=not quiet)
     schema, comments = infer_schema(report)
@@ -301,6 +322,18 @@ def infer_schema_command(inputs, key, order_by, read, target, memory_limit, quie
         click.echo(f"roolog: wrote {target}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _output_holding(path: str) -> str | None:
+    """The roolog output (a folder with roolog's ledger) that `path` would be written inside, if any."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while True:
+        if os.path.isfile(os.path.join(folder, LEDGER)):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 @main.command("train")

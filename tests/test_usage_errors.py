@@ -53,3 +53,28 @@ def test_a_schema_file_mistake_is_a_usage_error(tmp_path):
 def test_the_python_api_takes_one_path_and_one_key_as_strings(tmp_path):
     report = roolog.convert(SAMPLE_PARQUET, str(tmp_path / "out"), key="request_id", progress=False)
     assert report["totals"]["requests"] == 2000
+
+
+def test_infer_schema_refuses_to_write_inside_an_output(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("convert", SAMPLE_PARQUET, "-o", str(out), "--key", "request_id", "-q").returncode == 0
+    proc = run_cli("infer-schema", SAMPLE_PARQUET, "--key", "request_id", "-o", str(out / "schema.toml"))
+    assert proc.returncode == 2 and "inside the roolog output" in proc.stderr
+    assert not (out / "schema.toml").exists() and run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_full_disk_names_where_it_was_writing(tmp_path, monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    from roolog import cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "run_convert", full)
+    result = CliRunner().invoke(cli.main, ["convert", SAMPLE_PARQUET, "-o", str(tmp_path / "out"), "--key",
+                                           "request_id", "-q"])
+    assert result.exit_code == 1
+    assert f"no space left on the device that holds {tmp_path / 'out'}" in result.output

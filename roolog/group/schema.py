@@ -145,6 +145,9 @@ def check_key_and_order(schema: pa.Schema, key: tuple[str, ...], order_by: str |
     for col in key:
         if col not in schema.names:
             raise RoologError(f"key column {col!r} is not in the input (columns: {', '.join(schema.names)})")
+        if pa.types.is_null(schema.field(col).type):
+            raise RoologError(f"key column {col!r} has no value in the input (a header with no data rows, or "
+                              "only empty values): nothing to convert")
         if not is_key_type(schema.field(col).type):
             raise RoologError(f"key column {col!r} has type {schema.field(col).type}; keys must be {KEY_TYPE_HINT}")
     if order_by is not None:

@@ -199,6 +199,9 @@ def _in_folder_or_glob(spec: str, out: str | None, input_format: str,
         root = None
         if not paths:
             raise UsageProblem(f"no input files match {spec!r}")
+    elif os.path.exists(spec):  # a FIFO, a socket, a device: no size to record, no second read
+        raise UsageProblem(f"input {spec} is not a regular file (a pipe or a device); roolog reads files it can "
+                           "read twice and hash: write the stream to a file first")
     else:
         raise UsageProblem(f"input not found: {spec}")
     named = [(p, *_split_name(os.path.basename(p))) for p in paths]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -116,6 +117,20 @@ class InvalidRows:
         return f"{where} has {row.actual_columns} fields, expected {row.expected_columns}: {text!r}{hint}"
 
 
+def _quiet_undecodable_rows(hook):
+    """pyarrow decodes a malformed row's text before it calls InvalidRows; bytes that are not UTF-8 make that
+    fail outside any caller, and Python prints it as an ignored exception (a traceback on stderr). The row
+    is still an error (pyarrow's one line names it); only that print is left out."""
+    def quiet(unraisable) -> None:
+        if isinstance(unraisable.object, InvalidRows) and isinstance(unraisable.exc_value, UnicodeDecodeError):
+            return
+        hook(unraisable)
+    return quiet
+
+
+sys.unraisablehook = _quiet_undecodable_rows(sys.unraisablehook)
+
+
 # ---- planning: the first block ------------------------------------------------------------------------
 
 def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
@@ -131,6 +146,9 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
     twice = sorted({n for n in inferred.names if inferred.names.count(n) > 1})
     if twice:
         raise RoologError(f"{f.path}: column name(s) {twice} appear more than once in the header")
+    undecodable = [fl.name for fl in inferred if fl.name not in declared and pa.types.is_binary(fl.type)]
+    if undecodable:  # pyarrow would read the column as bytes, silently: say so, and how to keep them
+        raise RoologError(_not_utf8(f, undecodable[0]))
     numbers = [fl.name for fl in inferred if fl.name not in declared
                and (pa.types.is_integer(fl.type) or pa.types.is_floating(fl.type))]
     texts = _first_block(f, opts, dict.fromkeys(numbers, pa.string()), on_invalid, newlines, numbers) if numbers \
@@ -462,6 +480,9 @@ def _late_value(f: InputFile, plan: TextPlan, name: str, value, row: int, why: s
 def describe_csv_error(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, message: str) -> str | None:
     """A conversion error of pyarrow's CSV reader ("column #1 ... invalid value 'x'") with the column's name,
     the line and the fix; None when the message is not one."""
+    utf8 = re.search(r"In CSV column #(\d+): CSV conversion error to string: invalid UTF8", message)
+    if utf8:
+        return _not_utf8(f, schema.names[int(utf8.group(1))])
     if "newlines_in_values" in message:  # pyarrow: "CSV parser got out of sync with chunker"
         return (f"{f.path}: a quoted value after the first block holds a line break; pass --newlines-in-values "
                 "to split the file quote-aware")
@@ -537,6 +558,30 @@ def _json_number_error(f: InputFile, schema: pa.Schema, text: str) -> str | None
                         f"{schema.field(name).type} (inferred from the first block); "
                         f"{_fix(name, integer_type_for(text))}")
     return None
+
+
+def _not_utf8(f: InputFile, column: str) -> str:
+    """A column with bytes that are not UTF-8 text: where the first such line is, and the fix."""
+    line = None
+    with open_stream(f) as stream:
+        number, rest = 0, b""
+        while line is None and (chunk := stream.read(8 << 20)):
+            *whole, rest = (rest + chunk).split(b"\n")
+            for raw in whole:
+                number += 1
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    line = number
+                    break
+        if line is None and rest:
+            try:
+                rest.decode("utf-8")
+            except UnicodeDecodeError:
+                line = number + 1
+    where = f", line {line:,}" if line is not None else ""
+    return (f"{f.path}{where}, column {column!r}: bytes that are not UTF-8 text; {_fix(column, 'binary')} to keep "
+            "them as bytes, or re-encode the file as UTF-8")
 
 
 def _lines(f: InputFile) -> Iterator[str]:

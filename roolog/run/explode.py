@@ -60,6 +60,8 @@ def explode(out: str, target: str, compression_level: int = 3) -> dict:
     if real_target == real_out or real_target.startswith(real_out.rstrip(os.sep) + os.sep):
         raise UsageProblem(f"{target} is inside the output {out}; write the impressions somewhere else")
     folder = os.path.dirname(os.path.abspath(target))
+    if os.path.isdir(target):
+        raise UsageProblem(f"{target} is a folder; give explode -o a file path (such as {target}/impressions.parquet)")
     if not os.path.isdir(folder):
         raise UsageProblem(f"folder {folder} does not exist")
     tmp = f"{target}.tmp-{os.getpid()}"

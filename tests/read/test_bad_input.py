@@ -306,3 +306,56 @@ def test_object_store_uris_are_refused_and_nothing_is_written(tmp_path, args):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "local paths only" in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(work) == []
+
+
+# ---- bytes that are not UTF-8, files that hold no rows, inputs and targets of the wrong kind ------------
+
+def test_a_ragged_row_with_bytes_that_are_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "rag.csv"
+    path.write_bytes(b"id,v,name\n1,2,a\n2,3,\xff\xfe,extra\n")
+    msg = fails(tmp_path / "out", path, "--key", "id")
+    assert "Expected 3 columns, got 4" in msg
+
+
+def test_bytes_that_are_not_utf8_name_line_and_column_and_binary_keeps_them(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"id,v,name\n1,2,caf\xe9\n2,3,b\n")
+    msg = fails(tmp_path / "out", path, "--key", "id")
+    assert "line 2, column 'name'" in msg and "--column-type name=binary" in msg
+    proc = run_cli("convert", str(path), "-o", str(tmp_path / "kept"), "--key", "id", "--column-type",
+                   "name=binary", "-q")
+    assert proc.returncode == 0, proc.stderr
+    roolog.explode(str(tmp_path / "kept"), str(tmp_path / "x.parquet"))
+    assert sorted(pq.read_table(tmp_path / "x.parquet").column("name").to_pylist()) == [b"b", b"caf\xe9"]
+
+
+def test_late_bytes_that_are_not_utf8_name_their_line(tmp_path):
+    path = tmp_path / "late.csv"
+    path.write_bytes(("id,v,name\n" + "".join(f"{i},{i},x{i}\n" for i in range(20_000))).encode()
+                     + b"20001,1,b\xff\n")
+    with pytest.raises(RoologError, match=r"line 20,002, column 'name': bytes that are not UTF-8"):
+        roolog.convert([str(path)], str(tmp_path / "out"), key=("id",), progress=False,
+                       read=ReadOptions(batch_bytes=64 << 10))
+
+
+def test_a_header_only_csv_says_it_has_no_rows(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("id,v,name\n")
+    assert "no value in the input" in fails(tmp_path / "out", path, "--key", "id")
+
+
+def test_a_fifo_input_is_a_usage_error_not_not_found(tmp_path):
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    msg = fails(tmp_path / "out", fifo, "--key", "id", code=2)
+    assert "not a regular file" in msg
+
+
+def test_explode_into_a_folder_is_a_usage_error(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("convert", os.path.join(SAMPLE, "impressions.parquet"), "-o", str(out), "--key", "request_id",
+                   "-q").returncode == 0
+    (tmp_path / "target").mkdir()
+    proc = run_cli("explode", str(out), "-o", str(tmp_path / "target"))
+    assert fails_cleanly(proc, tmp_path / "nowhere", codes=(2,)) and "is a folder" in proc.stderr
+    assert os.listdir(tmp_path / "target") == []

@@ -203,3 +203,55 @@ def test_a_quoted_line_break_cut_by_the_line_split_is_an_error_never_made_up_row
     roolog.convert([str(path)], str(tmp_path / "nl"), key=("v",), progress=False,
                    read=ReadOptions(batch_bytes=3194, newlines_in_values=True))
     assert sorted(pq.read_table(tmp_path / "nl").column("name").to_pylist()) == expected
+
+
+@pytest.mark.parametrize("text,quote_aware", [
+    (b'id,name\n1,"a"\n2,"b,c"\n', False),  # quotes, but every line break outside them
+    (b'id,name\n1,"a\nb"\n2,c\n', True),  # a line break inside quotes
+    (b'id,name\n1,"a\rb"\n2,c\n', True),  # a bare carriage return inside quotes
+    (b'id,name\n1,"say ""hi""\nthere"\n', True),  # doubled quotes keep the count
+    (b'id,name\r\n1,"x"\r\n2,"y"\r\n', False),
+])
+def test_the_first_block_decides_quote_aware_splitting_by_the_breaks_inside_quotes(tmp_path, text, quote_aware):
+    from roolog.read.inputs import find_inputs
+    from roolog.read.textread import plan_text
+
+    path = tmp_path / "q.csv"
+    path.write_bytes(text)
+    (f,) = find_inputs([str(path)], "auto").files
+    assert plan_text(f, ReadOptions()).newlines is quote_aware
+    out = tmp_path / "o"
+    roolog.convert([str(path)], str(out), key=("id",), progress=False)
+    expected = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(newlines_in_values=True))
+    assert sorted(pq.read_table(out).column("name").to_pylist()) == sorted(expected.column("name").to_pylist())
+
+
+def test_declared_types_win_and_are_compared_as_types_not_texts(tmp_path):
+    log = tmp_path / "d.csv"
+    log.write_text("session,v\n0123,1\n0123,2\n123,3\n")
+    schema = tmp_path / "s.toml"
+    schema.write_text('key = ["session"]\nrequest = []\nimpression = ["v"]\n[types]\nsession = "int64"\n'
+                      'v = "float64"\n')
+    proc, out = convert(tmp_path, log.read_text(), "d2.csv", "--schema", str(schema), "--column-type", "v=double")
+    assert proc.returncode == 0, proc.stderr  # double and float64 are one type
+    back = exploded(out, tmp_path)
+    assert back.schema.field("session").type == pa.int64()  # declared: no text check turns it into string
+    assert back.schema.field("v").type == pa.float64()
+    assert sorted(back.column("session").to_pylist()) == [123, 123, 123]
+    proc, _ = convert(tmp_path, log.read_text(), "d3.csv", "--schema", str(schema), "--column-type", "v=int64")
+    assert proc.returncode == 2 and "disagrees" in proc.stderr
+
+
+@pytest.mark.parametrize("declared,ok", [("string", False), ("int8", False), ("decimal128(30,2)", True),
+                                         ("int64", True)])
+def test_a_declared_type_is_put_on_a_parquet_column_only_losslessly(tmp_path, declared, ok):
+    pq.write_table(pa.table({"k": [1, 2], "x": [5, -6]}), tmp_path / "p.parquet")
+    out = tmp_path / "out"
+    proc = run_cli("convert", str(tmp_path / "p.parquet"), "-o", str(out), "--key", "k", "-q",
+                   "--column-type", f"x={declared}")
+    if not ok:
+        assert one_line(proc) and "does not convert to it losslessly" in proc.stderr and not out.exists()
+        return
+    assert proc.returncode == 0, proc.stderr
+    back = exploded(out, tmp_path).sort_by("k")
+    assert [Decimal(v) for v in back.column("x").to_pylist()] == [Decimal(5), Decimal(-6)]

@@ -44,6 +44,7 @@ def test_ctrl_c_leaves_nothing_finished(big_log, tmp_path):
     assert proc.returncode == 130
     assert "interrupted" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(out)  # the run made the folder; it takes it away again
+    assert "was not created" in err  # and says so (not "left unfinished")
 
 
 def test_kill_9_then_the_same_command_completes(big_log, tmp_path):

@@ -125,14 +125,20 @@ def test_a_manifest_or_report_edited_by_hand_is_caught_and_convert_repairs_it(ou
     assert verify(out)[0] == 0 and json.loads((out / path).read_bytes())["totals"] == json.loads(original)["totals"]
 
 
-def test_a_damaged_shard_in_place_is_repaired_without_force(out, hive_log):
-    shard = out / "ds=2" / "part-00000.parquet"
+def rot(shard) -> bytes:
+    """Bytes of `shard` changed in place as bit rot leaves them (size, mtime, inode kept); its clean bytes."""
     clean = shard.read_bytes()
     st = os.stat(shard)
     with open(shard, "r+b") as fh:
         fh.seek(st.st_size // 3)
-        fh.write(b"\0\1\2")
+        fh.write(bytes(b ^ 0xFF for b in clean[st.st_size // 3:st.st_size // 3 + 3]))
     os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return clean
+
+
+def test_a_damaged_shard_in_place_is_repaired_without_force(out, hive_log):
+    shard = out / "ds=2" / "part-00000.parquet"
+    clean = rot(shard)
     assert verify(out)[0] == 1
     assert convert(hive_log, out).returncode == 0
     assert shard.read_bytes() == clean and verify(out)[0] == 0
@@ -219,3 +225,24 @@ def test_hive_folders_spelling_one_value_two_ways_are_refused(tmp_path):
     proc = run_cli("convert", str(tmp_path / "log"), "-o", str(tmp_path / "out"), "--key", "k", "-q")
     assert proc.returncode == 2 and "spelled two ways" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_shard_under_partition_by_a_column_is_redone(tmp_path):
+    log = os.path.join(SAMPLE, "impressions.parquet")
+    out = tmp_path / "out"
+    args = ("convert", log, "-o", str(out), "--key", "request_id", "--partition-by", "country", "-q")
+    assert run_cli(*args).returncode == 0
+    shard = sorted(out.glob("country=*/part-00000.parquet"))[0]
+    clean = rot(shard)
+    assert verify(out)[0] == 1
+    assert run_cli(*args).returncode == 0
+    assert shard.read_bytes() == clean and verify(out)[0] == 0
+
+
+def test_a_file_the_user_puts_inside_a_partition_folder_is_seen_when_claiming_out(out, hive_log):
+    (out / "ds=1" / "notes.txt").write_text("mine")
+    proc = convert(hive_log, out)
+    assert proc.returncode == 2 and "ds=1/notes.txt" in proc.stderr
+    assert (out / "ds=1" / "notes.txt").read_text() == "mine"
+    assert convert(hive_log, out, "--overwrite").returncode == 0
+    assert (out / "ds=1" / "notes.txt").read_text() == "mine"
