@@ -55,12 +55,16 @@ def test_a_shuffled_log_is_pooled_in_bounded_memory_and_folded_together(pool_byt
     table = generate_impressions(1000, history_len=2, seed=3, shuffle=True)
     grouping = Grouping(table.schema, ("request_id",), "position", Levels(request=REQUEST, impression=IMPRESSION))
     grouper = StreamGrouper(grouping, pool_bytes=pool_bytes)
-    batches = table.to_batches(max_chunksize=1000)
-    runs = []
+    batches = table.to_batches(max_chunksize=250)  # about a quarter of the small pool each
+    runs, folds = [], 0
     for batch in batches:
-        runs += grouper.feed(batch, "log")
+        folded = list(grouper.feed(batch, "log"))
+        runs += folded
+        folds += len(folded)
         assert grouper.carried_rows * (table.nbytes / table.num_rows) <= pool_bytes + batch.nbytes
     runs += grouper.flush()
+    # each pool fills to pool_bytes before it is folded (its count starts afresh): not a fold per batch
+    assert folds <= table.nbytes // pool_bytes + 1, (folds, len(batches))
     runs = pa.Table.from_batches(runs)
     assert runs.column(N_COL).to_numpy().sum() == table.num_rows
     if pool_bytes < table.nbytes:  # requests in several pieces: the spill folds them
@@ -144,3 +148,23 @@ def test_a_few_scattered_requests_are_folded_alone(tmp_path):
     assert sum(s.num_rows for s in shards) == 3000
     assert run_cli("explode", str(tmp_path / "alone"), "-o", str(tmp_path / "back.parquet")).returncode == 0
     assert_lossless(table, pq.read_table(tmp_path / "back.parquet"))
+
+
+def test_one_long_request_is_carried_in_bounded_memory():
+    """A request longer than the carry's bound: its rows leave in pieces (the spill folds them), not held."""
+    table = generate_impressions(30, history_len=2, seed=4)
+    ids = table.column("request_id").to_numpy()
+    table = table.set_column(table.schema.get_field_index("request_id"), "request_id",
+                             pa.array(np.zeros(len(ids), dtype=ids.dtype)))  # every row one request
+    table = table.set_column(table.schema.get_field_index("position"), "position", pa.array(np.arange(len(ids))))
+    grouping = Grouping(table.schema, ("request_id",), "position", Levels(request=[], impression=[
+        c for c in table.column_names if c != "request_id"]))
+    carry = 20_000
+    grouper = StreamGrouper(grouping, carry_bytes=carry, pool_bytes=carry)
+    per_row = table.nbytes / table.num_rows
+    runs = []
+    for batch in table.to_batches(max_chunksize=20):
+        runs += grouper.feed(batch, "log")
+        assert grouper.carried_rows * per_row <= carry + batch.nbytes
+    runs += grouper.flush()
+    assert sum(r.column(N_COL).to_numpy().sum() for r in runs) == table.num_rows

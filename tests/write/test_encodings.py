@@ -81,3 +81,29 @@ def test_mind_shards_are_written_with_the_chosen_levels(shared_datasets, tmp_pat
         assert ours[path] < flat_level[path], path
     for path in set(ours) - raised:  # and every other column exactly as big (not level 1: listed too)
         assert ours[path] == flat_level[path], path
+
+
+def smallest_encoding(column: pa.Table, level: int) -> str:
+    """Independently of roolog: the encoding that writes this int64 column smallest at `level` (ties: the
+    dictionary, pyarrow's default)."""
+    name = column.column_names[0]
+    sizes = {"DICTIONARY": written_bytes(column, level, {"use_dictionary": True})}
+    for enc in ("PLAIN", "DELTA_BINARY_PACKED", "BYTE_STREAM_SPLIT"):
+        sizes[enc] = written_bytes(column, level, {"use_dictionary": False, "column_encoding": {name: enc}})
+    return min(sizes, key=lambda e: (sizes[e], e != "DICTIONARY"))
+
+
+def test_encodings_are_chosen_at_the_runs_compression_level():
+    """A column whose smallest encoding at zstd 1 is not its smallest at 3: the choice follows the level."""
+    rng = np.random.default_rng(11)
+    found = None
+    for _ in range(40):
+        column = pa.table({"x": rng.integers(0, int(rng.integers(2, 5000)), 20_000)})
+        if smallest_encoding(column, 1) != smallest_encoding(column, 3):
+            found = column
+            break
+    assert found is not None  # such columns exist (the search is seeded: the same one every run)
+    for level in (1, 3):
+        chosen = choose_encodings(found, level)
+        picked = chosen["column_encoding"].get("x", "DICTIONARY" if "x" in chosen["use_dictionary"] else None)
+        assert picked == smallest_encoding(found, level), level
