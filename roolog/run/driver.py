@@ -20,7 +20,7 @@ from ..group.schema import load_schema
 from ..log import silent
 from ..read.inputs import InputFile, InputRecord, ReadOptions, file_xxh64, find_inputs
 from ..write.finish import finish_partitioned, finish_unit
-from ..write.manifest import UnitReport, read_report
+from ..write.manifest import UnitManifest, UnitReport, read_manifest, read_report
 from ..write.outdir import OutputFolder
 from .engine import Engine, JobResult
 from .local import LocalEngine
@@ -200,8 +200,25 @@ class _Run:
         assert plan.column is not None
         skipped = [name for name in plan.skipped if name]
         converted = [name for name in self.reports if name]
-        return finish_partitioned(folder, plan.column, self.record, inputs, converted, skipped, self.null_key_rows,
-                                  log).to_json()
+        done = finish_partitioned(folder, plan.column, self.record, inputs, converted, skipped, self.null_key_rows,
+                                  log)
+        if plan.layout == "hive" and self.output.schema_file:
+            self._declared_but_nowhere(folder, plan.column)
+        return done.to_json()
+
+    def _declared_but_nowhere(self, folder: OutputFolder, column: str) -> None:
+        """A hive partition may lack columns the schema file names; one that no partition has is likely a
+        typo: said as a warning (the partitions are published by now)."""
+        declared = load_schema(self.output.schema_file or "")
+        seen = {column}
+        for name in folder.published_partitions():
+            manifest = read_manifest(os.path.join(folder.out, name))
+            if isinstance(manifest, UnitManifest):
+                seen |= {*manifest.schema.key, *manifest.schema.request, *manifest.schema.impression}
+        missing = [c for c in [*declared.request, *declared.impression] if c not in seen]
+        if missing:
+            self.run.log("warning", message=f"the schema file names column(s) {missing} that no partition has "
+                                            "(a typo?)")
 
     def _make(self, files: list[InputFile], result: JobResult) -> list[str]:
         """Write each made unit's report and manifest; returns the names of the partitions among them."""

@@ -129,3 +129,14 @@ def test_a_schema_file_column_a_flat_input_lacks_is_still_an_error(evolved, tmp_
     schema.write_text((root / "schema.toml").read_text().replace('"discount"]', '"discount", "typo"]'))
     proc = run_cli("convert", str(SAMPLE_PARQUET), "-o", str(tmp_path / "o"), "--schema", str(schema), "-q")
     assert proc.returncode == 2 and "'" in proc.stderr and "not in the input" in proc.stderr
+
+
+def test_a_schema_file_column_that_no_partition_has_is_a_warning(evolved, tmp_path):
+    root, _, _ = evolved
+    schema = tmp_path / "s.toml"
+    schema.write_text((root / "schema.toml").read_text().replace('"discount"]', '"discount", "dicsount"]'))
+    proc = run_cli("convert", str(root / "log"), "-o", str(tmp_path / "o"), "--schema", str(schema))
+    assert proc.returncode == 0, proc.stderr
+    assert "['dicsount'] that no partition has" in proc.stderr
+    assert "that no partition has" not in run_cli("convert", str(root / "log"), "-o", str(tmp_path / "o2"),
+                                                  "--schema", str(root / "schema.toml")).stderr
