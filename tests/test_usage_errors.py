@@ -22,6 +22,7 @@ SAMPLE_PARQUET = os.path.join(SAMPLE, "impressions.parquet")
     (("--key", "request_id", "--delimiter", ""), "--delimiter must be one character"),
     (("--key", "request_id", "--memory-limit", "0"), "positive size"),
     (("--key", "request_id", "--partition-by", "request_id"), "is a key column"),
+    (("--key", "request_id", "--column-type", "ghost=int64"), "['ghost'] that are in no input file"),
 ])
 def test_meaningless_or_conflicting_options_are_one_line_exit_2(tmp_path, args, named):
     proc = run_cli("convert", SAMPLE_PARQUET, "-o", str(tmp_path / "out"), "-q", *args)
@@ -78,3 +79,22 @@ def test_a_full_disk_names_where_it_was_writing(tmp_path, monkeypatch):
                                            "request_id", "-q"])
     assert result.exit_code == 1
     assert f"no space left on the device that holds {tmp_path / 'out'}" in result.output
+
+
+def test_a_full_disk_while_writing_shards_leaves_no_output_folder(tmp_path, monkeypatch):
+    """The device fills while the first run writes its shards: the error names it, nothing is left."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from roolog import cli
+    from roolog.write import shards
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards.ShardWriter, "write", full)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.main, ["convert", SAMPLE_PARQUET, "-o", str(out), "--key", "request_id", "-q"])
+    assert result.exit_code == 1 and f"no space left on the device that holds {out}" in result.output
+    assert not out.exists()
