@@ -86,3 +86,47 @@ def write_impressions(path: str, requests: int, history_len: int = 50, seed: int
     if writer is not None:
         writer.close()
     return rows
+
+
+def generate_repeat_users(users: int = 1000, requests_per_user: int = 28, history_len: int = 200,
+                          max_shift: int = 3, snapshot_share: float = 0.3, mean_impressions: int = 10,
+                          seed: int = 0) -> pa.Table:
+    """A time-ordered log of repeat users, the shape RecD's savings come from: each user makes about
+    `requests_per_user` requests over a day, and between two of them the history (the last `history_len`
+    items the user engaged with) slides by 1..`max_shift` new items, or - with probability `snapshot_share`
+    - stays the same. Requests of all users interleave by time, as a logging service writes them."""
+    rng = np.random.default_rng(seed)
+    per_user = np.clip(rng.poisson(requests_per_user, users), 1, 4 * requests_per_user).astype(np.int64)
+    requests = int(per_user.sum())
+    owner = np.repeat(np.arange(users), per_user)
+    nth = np.arange(requests) - np.repeat(np.cumsum(per_user) - per_user, per_user)  # a user's j-th request
+    shift = np.where(rng.random(requests) < snapshot_share, 0, rng.integers(1, max_shift + 1, requests))
+    shift[nth == 0] = 0
+    offset = np.cumsum(shift) - np.repeat(np.cumsum(shift)[np.cumsum(per_user) - per_user], per_user)
+    stream_len = history_len + int(offset.max(initial=0)) + 1
+    streams = rng.integers(0, 100_000, (users, stream_len))  # each user's engagements, oldest first
+    window = offset[:, None] + np.arange(history_len)[None, :]
+    history = streams[owner[:, None], window]
+    time = np.empty(requests, np.int64)
+    for first, count in zip(np.cumsum(per_user) - per_user, per_user, strict=True):  # each user's requests in order
+        time[first:first + count] = np.sort(rng.integers(0, 86_400_000, count))
+    order = np.lexsort((owner, time))  # the log: all users' requests by time
+    history = history[order]
+    n = np.clip(rng.poisson(mean_impressions, requests), 1, 10 * mean_impressions).astype(np.int64)[order]
+    req = np.repeat(np.arange(requests), n)  # rows, in log order
+    rows = int(n.sum())
+    position = np.arange(rows) - np.repeat(np.cumsum(n) - n, n)
+    item = rng.integers(0, 100_000, rows)
+    seen = (history[req] % CATEGORIES == (item % CATEGORIES)[:, None]).any(axis=1)
+    click = (rng.random(rows) < 1 / (1 + np.exp(-(-2.2 + 2.0 * seen - 0.08 * position)))).astype(np.int8)
+    start = np.datetime64("2026-11-20T00:00:00", "ms") + time[order].astype("m8[ms]")
+    return pa.table({
+        "request_id": pa.array((np.arange(requests) + 5_000_000)[req]),
+        "user_id": pa.array((owner[order] + 1)[req]),
+        "request_time": pa.array(start[req]),
+        "user_history_item_ids": pa.ListArray.from_arrays(
+            pa.array(np.arange(rows + 1) * history_len, pa.int32()), pa.array(history[req].ravel())),
+        "position": pa.array(position.astype(np.int32)),
+        "item_id": pa.array(item),
+        "click": pa.array(click),
+    })
