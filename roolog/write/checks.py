@@ -19,6 +19,7 @@ from .manifest import (
     LEDGER,
     MANIFEST,
     REPORT,
+    Manifest,
     PartitionedManifest,
     ShardRecord,
     UnitManifest,
@@ -34,18 +35,19 @@ def units(out: str) -> list[tuple[str, UnitManifest]]:
     """(folder, manifest) of every unit of a finished output: OUT itself, or each partition OUT/col=value/,
     each manifest and report sealed as roolog wrote them and each partition's manifest the one the top-level
     manifest lists (by xxh64): the one view of OUT that every reader and verify share."""
-    found, problems = _units(out)
+    _, found, problems = _units(out)
     if problems:
         raise RoologError(problems[0])
     return found
 
 
-def _units(out: str) -> tuple[list[tuple[str, UnitManifest]], list[str]]:
-    """The units of `out` that are what its manifests record, and what is wrong with the others."""
+def _units(out: str) -> tuple[Manifest, list[tuple[str, UnitManifest]], list[str]]:
+    """The top manifest of `out`, its units that are what the manifests record, and what is wrong with the
+    others."""
     top = read_manifest(out)  # unreadable, edited or foreign: an error (nothing of OUT can be trusted)
     problems = _report_problem(out)
     if isinstance(top, UnitManifest):
-        return [(out, top)], problems
+        return top, [(out, top)], problems
     found = []
     for p in top.partitions:
         folder = os.path.join(out, p.name)
@@ -66,7 +68,7 @@ def _units(out: str) -> tuple[list[tuple[str, UnitManifest]], list[str]]:
         else:
             found.append((folder, manifest))
             problems += _report_problem(folder)
-    return found, problems
+    return top, found, problems
 
 
 def _report_problem(folder: str) -> list[str]:
@@ -77,7 +79,7 @@ def _report_problem(folder: str) -> list[str]:
     return []
 
 
-def unlisted(out: str, found: list[tuple[str, UnitManifest]]) -> list[str]:
+def unlisted(out: str, top: Manifest, found: list[tuple[str, UnitManifest]]) -> list[str]:
     """The paths in OUT (files, or folders as a whole) that no manifest lists and that are not roolog's own
     bookkeeping (its ledger, locks and a running convert's temp folder, as the ledger lists them): a reader
     that globs OUT (pyarrow, DuckDB, Spark) would read them; roolog's readers never do."""
@@ -90,7 +92,6 @@ def unlisted(out: str, found: list[tuple[str, UnitManifest]]) -> list[str]:
         listed |= {prefix + MANIFEST, prefix + REPORT} | {prefix + s.file for s in manifest.shards}
         if prefix:
             listed.add(prefix[:-1])
-    top = read_manifest(out)
     skipped = set()
     if isinstance(top, PartitionedManifest):
         skipped = {p.name for p in top.partitions} - {os.path.relpath(folder, out) for folder, _ in found}
@@ -149,7 +150,7 @@ def verify(out: str) -> dict:
     manifest and report as written, each partition the one listed, each shard's size and xxh64, and no
     file or folder that no manifest lists."""
     try:
-        found, problems = _units(out)
+        top, found, problems = _units(out)
     except RoologError as err:
         if isinstance(err, UsageProblem):
             raise
@@ -162,7 +163,7 @@ def verify(out: str) -> dict:
             _, problem = _checked(path, shard)
             if problem:
                 problems.append(f"{path}: {problem}")
-    for rel in unlisted(out, found):
+    for rel in unlisted(out, top, found):
         problems.append(f"{os.path.join(out, rel)}: not listed in any manifest (roolog did not write it, or no "
                         "longer lists it): roolog's readers skip it, but a reader that globs OUT would read it; "
                         "move it out")
