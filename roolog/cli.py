@@ -170,6 +170,9 @@ def main() -> None:
 @click.option("--partition-by", metavar="COL",
               help="One output partition OUT/COL=value/ per value: a hive folder key or a column "
                    "[default: the top-level hive folder key of partitioned inputs].")
+@click.option("--cluster-by", "cluster_by", multiple=True, metavar="COL",
+              help="Put requests with the same COL (a user or session id; repeatable) in one shard, next to "
+                   "each other: their repeated histories then compress away.")
 @click.option("--force", is_flag=True, help="Redo outputs that are up to date (same inputs and options).")
 @click.option("--overwrite", is_flag=True, help="Write into a folder that holds files roolog did not write.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
@@ -182,8 +185,8 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as one JSON object on stdout.")
 @_fail_cleanly
 def convert(inputs, out, key, order_by, read, schema_file, shards, compression_level, row_group_requests,
-            on_conflict, drop_null_keys, memory_limit, partition_by, force, overwrite, engine, spark_master,
-            log_format, quiet, as_json):
+            on_conflict, drop_null_keys, memory_limit, partition_by, cluster_by, force, overwrite, engine,
+            spark_master, log_format, quiet, as_json):
     """Convert impression-level logs to request-level Parquet shards.
 
     INPUT is a file, a folder (hive key=value folders become columns) or a glob, in Parquet, CSV, TSV or
@@ -193,6 +196,7 @@ def convert(inputs, out, key, order_by, read, schema_file, shards, compression_l
     \b
     Examples:
       roolog convert sample_data/impressions.parquet -o out --key request_id --order-by position
+      roolog convert logs/ -o out --key request_id --cluster-by user_id
       roolog convert logs/ -o out --key request_id --engine spark --spark-master spark://host:7077
     """
     if spark_master and engine != "spark":
@@ -200,7 +204,7 @@ def convert(inputs, out, key, order_by, read, schema_file, shards, compression_l
     report = run_convert(list(inputs), out, key=tuple(key), order_by=order_by, schema_file=schema_file, read=read,
                          shards=shards, compression_level=compression_level, on_conflict=on_conflict,
                          row_group_requests=row_group_requests, memory_limit=memory_limit,
-                         partition_by=partition_by, force=force, overwrite=overwrite,
+                         partition_by=partition_by, cluster_by=cluster_by, force=force, overwrite=overwrite,
                          drop_null_keys=drop_null_keys, progress=not quiet and log_format == "text",
                          log=EventLog(log_format, quiet), engine=engine, spark_master=spark_master)
     if as_json:

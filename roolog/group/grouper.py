@@ -141,10 +141,12 @@ class Grouping:
                 i = int(varies[0])
                 a, b = (i, i + 1) if perm is None else (int(perm[i]), int(perm[i + 1]))
                 key = describe_key(self.key, [python_value(pieces.column(k)[a]) for k in self.key])
-                raise RoologError(
-                    f"column {col!r} is declared request-level but varies inside request {key}: "
-                    f"{_short(python_value(c[a]))} vs {_short(python_value(c[b]))} ({where}); "
-                    "use --on-conflict demote to keep it as a list")
+                values = f"{_short(python_value(c[a]))} vs {_short(python_value(c[b]))} ({where})"
+                if col in self.levels.cluster:
+                    raise RoologError(f"--cluster-by column {col!r} varies inside request {key}: {values}; "
+                                      "cluster by a column that holds one value per request (a user or session id)")
+                raise RoologError(f"column {col!r} is declared request-level but varies inside request {key}: "
+                                  f"{values}; use --on-conflict demote to keep it as a list")
             self.levels.demote(col)
 
     # ---- run batches under changing levels ---------------------------------------------------------

@@ -5,6 +5,10 @@ times and timestamps as 8-byte little-endian int64 (uint64 as its own 8 bytes); 
 float64; strings as UTF-8; binaries as-is; decimals (the integers too big for uint64 that text and JSON
 logs hold) as the UTF-8 of their text as Arrow prints it ("-12345678901234567890"). A composite key
 hashes the concatenation of its columns' 8-byte LE hashes.
+
+With `--cluster-by COL...` the shard is xxh64 of the cluster columns instead (`cluster_hashes`): the same
+canonical bytes, a null value hashing as no bytes at all (xxh64 of b""), several columns combined as a
+composite key is.
 """
 
 from __future__ import annotations
@@ -93,8 +97,34 @@ def sortable_key(arr: pa.Array) -> pa.Array:
 
 def key_hashes(columns: list[pa.Array]) -> np.ndarray:
     """xxh64 of each row's key (one or more non-null columns) as uint64."""
-    if len(columns) == 1:
-        return _column_hash(columns[0])
-    parts = np.stack([_column_hash(c) for c in columns], axis=1).astype("<u8")
+    return _combined([_column_hash(c) for c in columns])
+
+
+NULL_HASH = np.uint64(xxhash.xxh64_intdigest(b""))
+
+
+def _nullable_hash(arr: pa.Array) -> np.ndarray:
+    """_column_hash, with NULL_HASH for null values."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not arr.null_count:
+        return _column_hash(arr)
+    valid = arr.drop_null()
+    if not len(valid):
+        return np.full(len(arr), NULL_HASH, dtype=np.uint64)
+    hashes = _column_hash(arr.fill_null(valid[0]))
+    hashes[arr.is_null().to_numpy(zero_copy_only=False)] = NULL_HASH
+    return hashes
+
+
+def cluster_hashes(columns: list[pa.Array]) -> np.ndarray:
+    """xxh64 of each row's cluster value (one or more columns, nulls allowed) as uint64."""
+    return _combined([_nullable_hash(c) for c in columns])
+
+
+def _combined(hashes: list[np.ndarray]) -> np.ndarray:
+    if len(hashes) == 1:
+        return hashes[0]
+    parts = np.stack(hashes, axis=1).astype("<u8")
     digest = xxhash.xxh64_intdigest
     return np.fromiter((digest(row.tobytes()) for row in parts), dtype=np.uint64, count=len(parts))

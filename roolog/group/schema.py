@@ -35,6 +35,7 @@ class LogSchema:
     impression: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     types: tuple[tuple[str, str], ...] = ()  # [types]: column -> Arrow type name, for text inputs
+    cluster_by: tuple[str, ...] = ()  # request-level columns whose requests sit together (a user id)
 
     def to_toml(self, comments: dict[str, str] | None = None) -> str:
         comments = comments or {}
@@ -61,6 +62,8 @@ class LogSchema:
         lines += column_list("impression", self.impression)
         if self.labels:
             lines.append(f"labels = {names(self.labels)}")
+        if self.cluster_by:
+            lines.append(f"cluster_by = {names(self.cluster_by)}")
         if self.types:
             lines += ["", "[types]  # what the columns are read as from CSV/TSV/JSONL (Arrow type names)"]
             lines += [f"{toml_string(name)} = {toml_string(t)}" for name, t in self.types]
@@ -92,7 +95,7 @@ def load_schema(path: str) -> LogSchema:
         raise UsageProblem(f"cannot read schema file {path}: {err.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UsageProblem(f"{path}: not valid TOML: {err}") from None
-    unknown = set(doc) - {"key", "order_by", "request", "impression", "labels", "types"}
+    unknown = set(doc) - {"key", "order_by", "request", "impression", "labels", "types", "cluster_by"}
     if unknown:
         raise UsageProblem(f"{path}: unknown setting(s) {sorted(unknown)}")
 
@@ -119,7 +122,7 @@ def load_schema(path: str) -> LogSchema:
         except UsageProblem as err:
             raise UsageProblem(f"{path}: [types] {name}: {err}") from None
     return LogSchema(key, order_by, str_list("request"), str_list("impression"), str_list("labels"),
-                     tuple(types.items()))
+                     tuple(types.items()), str_list("cluster_by"))
 
 
 RESERVED_PREFIX = "__roolog_"
@@ -174,13 +177,17 @@ def check_declared(declared: LogSchema, schema: pa.Schema, where: str, absent_ok
     for label in declared.labels:
         if label not in declared.impression:
             raise UsageProblem(f"{where}: label {label!r} must be an impression column")
+    for col in declared.cluster_by:
+        if col not in declared.request:
+            raise UsageProblem(f"{where}: cluster_by {col!r} must be a request column")
 
 
 @dataclass
 class Levels:
     """The level of every non-key column while a run goes on.
 
-    `fixed` columns were declared request-level: a value varying inside a request is an error.
+    `fixed` columns were declared request-level (or cluster requests): a value varying inside a request is an
+    error.
     Other request-level columns are provisional (inferred, or declared with --on-conflict demote) and move
     to impression level the first time they vary.
     """
@@ -190,6 +197,7 @@ class Levels:
     fixed: set[str] = field(default_factory=set)  # declared request-level, --on-conflict error
     declared: set[str] = field(default_factory=set)  # declared request-level (a move is a reported demotion)
     demoted: list[str] = field(default_factory=list)
+    cluster: tuple[str, ...] = ()  # --cluster-by columns: request-level, always fixed
 
     def demote(self, col: str) -> None:
         self.request.remove(col)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .grouper import HASH_COL, SEQ_COL, Grouping, merge_runs
+from .keys import sortable_key
 from .values import take_rows
 
 # Uncompressed: lz4 halves the bytes but its compression was a fifth of the main thread's work on a wide
@@ -170,11 +171,14 @@ def _without(runs: pa.RecordBatch, keys: np.ndarray) -> pa.RecordBatch:
     return take_rows(runs, np.flatnonzero(~found)) if found.any() else runs
 
 
-def split_by_shard(runs: pa.RecordBatch, shards: int) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """The runs of each shard (xxh64(key) mod N, from the hash each run carries), in input order."""
+def split_by_shard(runs: pa.RecordBatch, shards: int, hashes: np.ndarray | None = None
+                   ) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The runs of each shard (xxh64(key) mod N from the hash each run carries, or `hashes` mod N when
+    given), in the order they came."""
     if runs.num_rows == 0:
         return
-    shard = (runs.column(HASH_COL).to_numpy() % np.uint64(shards)).astype(np.int64)
+    hashes = runs.column(HASH_COL).to_numpy() if hashes is None else hashes
+    shard = (hashes % np.uint64(shards)).astype(np.int64)
     counts = np.bincount(shard, minlength=shards)
     ordered = take_rows(runs, np.argsort(shard, kind="stable")) if shards > 1 else runs
     starts = np.cumsum(counts) - counts
@@ -182,19 +186,54 @@ def split_by_shard(runs: pa.RecordBatch, shards: int) -> Iterator[tuple[int, pa.
         yield int(s), ordered.slice(int(starts[s]), int(counts[s]))
 
 
-def merge_by_seq(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
-    """Merge streams of runs, each sorted by input position, into one sorted stream (one batch per stream
-    in memory): repeatedly emit every run up to the smallest last position among the streams' heads."""
+def order_table(rows: pa.RecordBatch | pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """What runs are ordered by: `columns` (sortable forms: dictionaries decoded), then the input position."""
+    arrays = [sortable_key(rows.column(c)) for c in columns] + [rows.column(SEQ_COL)]
+    return pa.table(arrays, names=[*columns, SEQ_COL])
+
+
+def sorted_rows(rows: pa.RecordBatch | pa.Table, columns: tuple[str, ...]) -> pa.RecordBatch:
+    """The runs ordered by `columns` (nulls last: Arrow's default), then by input position: a total order."""
+    if isinstance(rows, pa.Table):
+        rows = rows.unify_dictionaries()
+    order = order_table(rows, columns)
+    return take_rows(rows, pc.sort_indices(order, [(c, "ascending") for c in order.column_names]))
+
+
+def _rows_upto(order: pa.Table, bound: pa.Table) -> int:
+    """How many of `order`'s rows (sorted, as order_table makes them) are at or before `bound`'s one row."""
+    if order.num_columns == 1:  # input position alone: a sorted int64 column without nulls
+        return int(np.searchsorted(order.column(0).to_numpy(), bound.column(0)[0].as_py(), side="right"))
+    before = np.zeros(order.num_rows, dtype=bool)
+    same = np.ones(order.num_rows, dtype=bool)
+    for name in order.column_names:  # lexicographic: earlier columns equal and this one smaller
+        col, b = order.column(name), bound.column(name)[0]
+        if b.is_valid:  # nulls sort last: never before nor equal to a value
+            less, equal = pc.fill_null(pc.less(col, b), False), pc.fill_null(pc.equal(col, b), False)
+        else:
+            less, equal = col.is_valid(), col.is_null()
+        before |= same & less.to_numpy(zero_copy_only=False)
+        same &= equal.to_numpy(zero_copy_only=False)
+    return int((before | same).sum())
+
+
+def merge_by_seq(streams: list[Iterator[pa.RecordBatch]], columns: tuple[str, ...] = ()
+                 ) -> Iterator[pa.RecordBatch]:
+    """Merge streams of runs, each sorted by `columns` then input position, into one sorted stream (one
+    batch per stream in memory): repeatedly emit every run up to the smallest last run among the streams'
+    heads."""
     heads: list[tuple[pa.RecordBatch, Iterator[pa.RecordBatch]]] = []
     for stream in streams:
         first = _next_rows(stream)
         if first is not None:
             heads.append((first, stream))
     while heads:
-        bound = min(batch.column(SEQ_COL)[-1].as_py() for batch, _ in heads)
+        lasts = pa.concat_tables([order_table(batch.slice(batch.num_rows - 1), columns) for batch, _ in heads])
+        first = pc.sort_indices(lasts, [(c, "ascending") for c in lasts.column_names])
+        bound = lasts.slice(first[0].as_py(), 1)
         pieces, rest = [], []
         for batch, stream in heads:
-            cut = int(np.searchsorted(batch.column(SEQ_COL).to_numpy(), bound, side="right"))
+            cut = _rows_upto(order_table(batch, columns), bound)
             pieces.append(batch.slice(0, cut))
             batch = batch.slice(cut) if cut < batch.num_rows else _next_rows(stream)
             if batch is not None:
@@ -204,8 +243,7 @@ def merge_by_seq(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordB
         if len(pieces) == 1:  # no other stream has runs before the bound: already in order, no copy
             yield pieces[0]
             continue
-        table = pa.Table.from_batches(pieces).unify_dictionaries()
-        yield take_rows(table, pc.sort_indices(table, [(SEQ_COL, "ascending")]))
+        yield sorted_rows(pa.Table.from_batches(pieces), columns)
 
 
 def _next_rows(stream: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:

@@ -43,6 +43,7 @@ def convert(
     partition_by: str | None = None,
     row_group_bytes: int = 64 << 20,
     row_group_requests: int | None = None,
+    cluster_by: Sequence[str] = (),
     memory_limit: int = 1 << 30,
     overwrite: bool = False,
     force: bool = False,
@@ -85,6 +86,10 @@ def convert(
         A row group closes after the request that brings it to `row_group_bytes` bytes (in memory), or
         at `row_group_requests` requests when given: small row groups let data loaders (``roolog.data``)
         spread a shard over many workers without reading it more than once.
+    cluster_by
+        Request-level columns (a user or session id) whose requests go to one shard (xxh64 of their values
+        mod N) and sit next to each other in it, ordered by these columns, then input order: a user's
+        nearly equal histories side by side, which zstd stores nearly once.
     memory_limit, overwrite, force, progress, log, engine, spark_master
         How the run goes (none of them changes a byte of the output): memory bound, writing beside
         others' files, redoing up-to-date units, the progress bar, an event callback
@@ -121,7 +126,8 @@ def convert(
     output = OutputOptions(key=tuple(key), order_by=order_by, schema_file=schema_file, read=read or ReadOptions(),
                            shards=shards, compression_level=compression_level, on_conflict=on_conflict,
                            drop_null_keys=drop_null_keys, partition_by=partition_by, row_group_bytes=row_group_bytes,
-                           row_group_requests=row_group_requests)
+                           row_group_requests=row_group_requests,
+                           cluster_by=(cluster_by,) if isinstance(cluster_by, str) else tuple(cluster_by))
     run = RunOptions(memory_limit=memory_limit, overwrite=overwrite, force=force, progress=progress, log=log,
                      engine=engine, spark_master=spark_master)
     return convert_with([os.fspath(i) for i in inputs], os.fspath(out), output, run)

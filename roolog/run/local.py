@@ -51,7 +51,8 @@ class _Unit:
         self.dir = folder.unit_path(name or "_flat")
         os.makedirs(self.dir)
         self.pipeline = RequestPipeline(schema, settings.key, settings.order_by, settings.initial_levels(schema),
-                                        RequestPipeline.spill_dir(folder.tmp, name), settings.n_shards, memory_limit)
+                                        RequestPipeline.spill_dir(folder.tmp, name), settings.n_shards, memory_limit,
+                                        settings.cluster_by)
 
     def write(self, output: OutputOptions, progress: bool, null_key_rows: int) -> UnitResult:
         """Fold, choose the encodings on the first requests, and write every shard."""

@@ -36,6 +36,7 @@ class OutputOptions:
     partition_by: str | None = None  # default: the top-level hive key of partitioned inputs
     row_group_bytes: int = 64 << 20  # in-memory bytes per Parquet row group
     row_group_requests: int | None = None  # at most this many requests per row group (for data loaders)
+    cluster_by: tuple[str, ...] = ()  # request-level columns: shard by them, requests ordered by them (a user id)
 
     def __post_init__(self) -> None:
         _check_choice("--on-conflict", self.on_conflict, OnConflict)
@@ -49,6 +50,15 @@ class OutputOptions:
         if self.partition_by is not None and self.partition_by in self.key:
             raise UsageProblem(f"--partition-by {self.partition_by!r} is a key column: partition by a coarser "
                                "column (a day), not by the request key")
+        for col in self.cluster_by:
+            if self.cluster_by.count(col) > 1:
+                raise UsageProblem(f"--cluster-by names {col!r} more than once; name each column once")
+            if col in self.key:
+                raise UsageProblem(f"--cluster-by {col!r} is a key column: cluster by a user or session id, "
+                                   "which many requests share")
+            if col in (self.order_by, self.partition_by):
+                what = "the order column" if col == self.order_by else "the partition column"
+                raise UsageProblem(f"--cluster-by {col!r} is {what}: cluster by a request-level column")
         if self.row_group_requests is not None and self.row_group_requests < 1:
             raise UsageProblem(f"--row-group-requests must be at least 1, not {self.row_group_requests}")
 
@@ -65,6 +75,8 @@ class OutputOptions:
                "shards": self.shards, "compression_level": self.compression_level, "on_conflict": self.on_conflict,
                "drop_null_keys": self.drop_null_keys, "partition_by": partition_by,
                "row_group_bytes": self.row_group_bytes, "row_group_requests": self.row_group_requests}
+        if self.cluster_by:  # (left out when not given: outputs made before the option stay up to date)
+            doc["cluster_by"] = self.cluster_by
         return json.loads(json.dumps(doc))
 
 

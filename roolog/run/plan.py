@@ -24,6 +24,7 @@ from typing import Literal
 import pyarrow as pa
 
 from ..errors import RoologError, UsageProblem
+from ..group.cluster import CLUSTER_TYPE_HINT, is_cluster_type
 from ..group.schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
 from ..read.arrow_types import parse_type
 from ..read.inputs import InputFile, InputRecord, ReadOptions, file_xxh64
@@ -69,17 +70,19 @@ class UnitSettings:
     order_by: str | None
     n_shards: int
     on_conflict: OnConflict
+    cluster_by: tuple[str, ...] = ()
 
     def initial_levels(self, schema: pa.Schema) -> Levels:
         """The levels grouping starts from: the schema file's, else every column request-level until it
-        first varies inside a request."""
+        first varies inside a request. Cluster columns are request-level come what may."""
         columns = [n for n in schema.names if n not in self.key]
+        cluster = set(self.cluster_by)
         if self.declared is None:
-            return Levels(request=columns, impression=[])
+            return Levels(request=columns, impression=[], fixed=cluster, cluster=self.cluster_by)
         request = [c for c in columns if c in self.declared.request]
         fixed = set(request) if self.on_conflict == "error" else set()
-        return Levels(request=request, impression=[c for c in columns if c not in request], fixed=fixed,
-                      declared=set(request))
+        return Levels(request=request, impression=[c for c in columns if c not in request], fixed=fixed | cluster,
+                      declared=set(request), cluster=self.cluster_by)
 
 
 def with_declared_types(read: ReadOptions, declared: LogSchema) -> ReadOptions:
@@ -110,9 +113,34 @@ def unit_settings(opts: OutputOptions, source: Source, route_by: str | None, one
         check_declared(declared, source.schema, opts.schema_file or "the schema file", absent_ok=one_of_many)
     if route_by is not None and route_by not in source.schema.names:
         raise UsageProblem(f"--partition-by {route_by!r} is not a column or hive folder of the input")
+    cluster_by = _cluster_columns(opts, declared, source.schema, key, order_by)
     n_shards = opts.shards or max(1, math.ceil(source.total_bytes / SHARD_TARGET_BYTES))
     _open_files_for(n_shards)
-    return UnitSettings(declared, key, order_by, n_shards, opts.on_conflict)
+    return UnitSettings(declared, key, order_by, n_shards, opts.on_conflict, cluster_by)
+
+
+def _cluster_columns(opts: OutputOptions, declared: LogSchema | None, schema: pa.Schema, key: tuple[str, ...],
+                     order_by: str | None) -> tuple[str, ...]:
+    """--cluster-by's columns (or the schema file's cluster_by), checked: request-level ids of the input."""
+    cluster_by = tuple(opts.cluster_by)
+    if declared and declared.cluster_by:
+        if cluster_by and cluster_by != declared.cluster_by:
+            raise UsageProblem(f"--cluster-by {list(cluster_by)} disagrees with the schema file's cluster_by "
+                               f"{list(declared.cluster_by)}")
+        cluster_by = declared.cluster_by
+    for col in cluster_by:
+        if col not in schema.names:
+            raise UsageProblem(f"--cluster-by {col!r} is not a column of the input")
+        if col in key or col == order_by:
+            raise UsageProblem(f"--cluster-by {col!r} is {'a key' if col in key else 'the order'} column: cluster "
+                               "by a request-level column that many requests share (a user or session id)")
+        if declared and col not in declared.request:
+            raise UsageProblem(f"--cluster-by {col!r} is an impression column in the schema file; cluster by a "
+                               "request-level column")
+        t = schema.field(col).type
+        if not is_cluster_type(t):
+            raise UsageProblem(f"--cluster-by {col!r} has type {t}; a cluster column must be {CLUSTER_TYPE_HINT}")
+    return cluster_by
 
 
 def _open_files_for(n_shards: int) -> None:

@@ -48,6 +48,7 @@ from ..errors import RoologError
 from ..group.figures import LengthHistogram, add_column_bytes
 from ..group.grouper import SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
 from ..group.schema import Levels
+from ..group.cluster import ClusterSort, read_runs, shard_runs
 from ..group.spill import RunSpill, split_by_shard
 from ..read.inputs import InputFile, fingerprint
 from ..read.sources import Source
@@ -223,6 +224,10 @@ def _runs_path(work: str, unit: str, shard: int) -> str:
     return os.path.join(work, "runs", unit or "_flat", f"runs-{shard:05d}.arrow")
 
 
+def _cluster_path(work: str, unit: str) -> str:
+    return os.path.join(work, "cluster", unit or "_flat")
+
+
 def _attempt_path(work: str, final: str) -> str:
     """Where a task attempt writes `final` before it commits it by rename: a folder of its own, so what a
     failed or duplicate attempt leaves is never mistaken for a finished file (it goes with the temp folder)."""
@@ -395,6 +400,8 @@ class _ShardGrouper:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _write_requests(self) -> int:
+        if self.plan.settings.cluster_by:
+            return self._write_clustered()
         final = _runs_path(self.plan.work, self.unit, self.shard)
         attempt = _attempt_path(self.plan.work, final)
         requests = 0
@@ -411,6 +418,29 @@ class _ShardGrouper:
             _remove(attempt)
             raise
         return requests
+
+
+    def _write_clustered(self) -> int:
+        """The shard's requests to the shards of their cluster values, as sorted runs (roolog.group.cluster),
+        written in a folder of the attempt's own, then each committed by rename (a retried attempt writes the
+        same runs under the same names)."""
+        settings = self.plan.settings
+        attempt = _attempt_path(self.plan.work, f"cluster-{self.unit or '_flat'}-{self.shard:05d}")
+        sort = ClusterSort(attempt, settings.n_shards, settings.cluster_by, self.plan.memory_limit // 6,
+                           name=f"g{self.shard:05d}")
+        try:
+            for runs in self.spill.read(0, self.grouping):
+                sort.add(runs)
+                _maybe_fail(self.plan.failpoint, "group")
+            sort.close()
+            final = _cluster_path(self.plan.work, self.unit)
+            os.makedirs(final, exist_ok=True)
+            for s in range(settings.n_shards):
+                for path in sort.files(s):
+                    os.replace(path, os.path.join(final, os.path.basename(path)))
+        finally:
+            shutil.rmtree(attempt, ignore_errors=True)
+        return sort.requests
 
 
 def _group_partition(plan: _TaskPlan, pieces: Iterable[tuple[tuple, bytes | _Record]]) -> Iterator[_Record]:
@@ -442,8 +472,15 @@ class _UnitWrite:
     partition_value: str | None  # its one value (layout.partition_value)
 
 
+def _shard_requests(work: str, unit: str, shard: int, grouping: Grouping) -> Iterator[pa.RecordBatch]:
+    """A shard's requests as the group step wrote them, conformed to the unit's final levels (clustered: the
+    runs every group task wrote for it, merged in order)."""
+    if grouping.levels.cluster:
+        return read_runs(shard_runs(_cluster_path(work, unit), shard), grouping.levels.cluster, grouping.conform)
+    return _requests(_runs_path(work, unit, shard), grouping)
+
+
 def _requests(path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
-    """A shard's requests as the group step wrote them, conformed to the unit's final levels."""
     if not os.path.exists(path):
         return  # no rows fell in this shard
     with pa.OSFile(path) as source:
@@ -461,7 +498,7 @@ def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int,
     lengths, output_bytes = LengthHistogram(), dict.fromkeys(schema.names, 0)
 
     def runs() -> Iterator[pa.RecordBatch]:
-        for batch in _requests(_runs_path(work, unit, shard), u.grouping):
+        for batch in _shard_requests(work, unit, shard, u.grouping):
             yield batch
             _maybe_fail(failpoint, "write")
 
@@ -544,9 +581,9 @@ class SparkEngine:
                 grouping.levels.demote(col)
         out_schema, output = output_layout(grouping, partition)
         shards = range(plan.settings.n_shards)
-        requests = (_requests(_runs_path(plan.work, unit, s), grouping) for s in shards)
+        requests = (_shard_requests(plan.work, unit, s, grouping) for s in shards)
         encodings = choose_encodings(sample_requests(requests, output, out_schema), self.output.compression_level)
-        value = partition_value((_requests(_runs_path(plan.work, unit, s), grouping) for s in shards), partition)
+        value = partition_value((_shard_requests(plan.work, unit, s, grouping) for s in shards), partition)
         folder = os.path.abspath(self.folder.unit_path(unit or "_flat"))
         os.makedirs(folder)
         return _UnitWrite(grouping, encodings, folder, partition, value)

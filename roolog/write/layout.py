@@ -48,6 +48,8 @@ def output_layout(grouping: Grouping, partition: str | None = None) -> tuple[pa.
               "order_by": grouping.order_by, "request": [c for c in levels.request if c != partition],
               "impression": [c for c in names if c in levels.impression],
               "count_column": COUNT_COLUMN if with_count else None, "partition_column": partition}
+    if levels.cluster:  # (only then: shards made without it keep their bytes)
+        footer["cluster_by"] = list(levels.cluster)
     out_schema = pa.schema([run_schema.field(n) for n in names]
                            + ([pa.field(COUNT_COLUMN, pa.int64())] if with_count else []),
                            metadata={FOOTER_KEY: json.dumps(footer).encode()})
