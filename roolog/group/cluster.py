@@ -26,7 +26,8 @@ from .spill import merge_by_seq, sorted_rows, split_by_shard
 from .values import row_bytes
 
 CLUSTER_TYPE_HINT = "integer, string, binary, boolean, date, time, timestamp or decimal (an id)"
-RUN_BATCH_BYTES = 1 << 20  # a run is written in batches of about this many bytes: what a merge holds per run
+RUN_BATCH_BYTES = 1 << 20  # a run is written in batches of at most this many bytes (and at most a 16th of
+# the buffer): what a merge holds in memory per run
 _IPC = pa.ipc.IpcWriteOptions(compression=None)
 
 
@@ -69,7 +70,8 @@ class ClusterSort:
         """Each shard's buffered requests, sorted, as one more run of that shard."""
         for s, pieces in enumerate(self._buffers):
             if pieces:
-                write_run(self.run_path(s, self._runs), sorted_rows(pa.Table.from_batches(pieces), self.columns))
+                write_run(self.run_path(s, self._runs), sorted_rows(pa.Table.from_batches(pieces), self.columns),
+                          min(RUN_BATCH_BYTES, max(1, self.max_bytes // 16)))
         self._buffers = [[] for _ in range(self.shards)]
         self._buffered = 0
         self._runs += 1
@@ -95,10 +97,10 @@ def shard_runs(folder: str, shard: int) -> list[str]:
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(".arrow"))
 
 
-def write_run(path: str, rows: pa.RecordBatch) -> None:
-    """Sorted requests as an IPC stream of batches of about RUN_BATCH_BYTES (written whole, then renamed)."""
+def write_run(path: str, rows: pa.RecordBatch, batch_bytes: int) -> None:
+    """Sorted requests as an IPC stream of batches of about `batch_bytes` (written whole, then renamed)."""
     size = int(sum(row_bytes(c).sum() for c in rows.columns))
-    per_batch = max(1, rows.num_rows * RUN_BATCH_BYTES // max(1, size))
+    per_batch = max(1, rows.num_rows * batch_bytes // max(1, size))
     tmp = path + ".tmp"
     with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, rows.schema, options=_IPC) as writer:
         writer.write_table(pa.Table.from_batches([rows]), max_chunksize=per_batch)

@@ -216,6 +216,19 @@ def test_a_retried_task_leaves_no_partial_or_duplicate_file(shuffled, tmp_path, 
     assert set(os.listdir(tmp_path / "spark")) == FINISHED | {f"part-0000{i}.parquet" for i in range(3)}
 
 
+@pytest.mark.parametrize("failpoint", [None, "group"])
+def test_cluster_by_the_local_engines_bytes(shuffled, tmp_path, monkeypatch, failpoint):
+    """--cluster-by: each group task's sorted runs, merged by the write task, give the local engine's shards,
+    also with a small memory limit (many runs per task) and when every group task's first attempt dies."""
+    if failpoint:
+        monkeypatch.setenv("ROOLOG_SPARK_FAILPOINT", failpoint)
+    local, spark = both([shuffled], tmp_path, shards=3, memory_limit=120 << 10, cluster_by=["user_id"],
+                        **SAMPLE_KEY)
+    assert_same_output(tmp_path, local, spark)
+    users = pq.read_table(tmp_path / "spark" / "part-00001.parquet", columns=["user_id"]).column(0).to_pylist()
+    assert users == sorted(users, key=lambda u: (u is None, u or 0)) and len(set(users)) < len(users)
+
+
 def test_a_failed_job_is_one_line_and_leaves_no_output(shuffled, tmp_path, monkeypatch):
     monkeypatch.setenv("ROOLOG_SPARK_FAILPOINT", "write:always")
     with pytest.raises(RoologError) as err:
