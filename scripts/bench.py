@@ -10,10 +10,13 @@ list(col ORDER BY position)); Polars lazy (group_by + sort_by(position) inside t
 and the decode floor (pyarrow read_table of every column). Before any timing counts, each peer's output
 is checked to hold the same requests and values as roolog's. Then a markdown table: median wall, peak
 RSS, CPU seconds, output bytes, and ratios to the floor and to the best peer. The real logs in
-../shared/datasets are compared for bytes: flat Parquet zstd-3 vs roolog vs DuckDB vs Polars.
+../shared/datasets are compared for bytes: flat Parquet zstd-3 vs roolog vs DuckDB vs Polars; so is a
+time-ordered log of repeat users (roolog.synthetic.generate_repeat_users): flat, flat sorted by user,
+roolog, roolog --cluster-by user_id (1 and 4 shards), and DuckDB and Polars grouped and sorted by user.
 
     python scripts/bench.py                 # all cases, 3 runs each (about 35 minutes here)
     python scripts/bench.py --quick         # small cases, 1 run: a smoke check of the script
+    python scripts/bench.py --storage       # only the bytes: real logs and the repeat-user log (a minute)
 """
 
 from __future__ import annotations
@@ -33,7 +36,12 @@ import pyarrow.parquet as pq
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
-from roolog.synthetic import generate_impressions, interleave_order, write_impressions  # noqa: E402
+from roolog.synthetic import (  # noqa: E402
+    generate_impressions,
+    generate_repeat_users,
+    interleave_order,
+    write_impressions,
+)
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 from widelog import write_wide  # noqa: E402
@@ -82,6 +90,16 @@ aggs = [pl.col(c).first() for c in request.split(",") if c] + [
 scan = pl.scan_csv(src, try_parse_dates=True) if src.endswith(".csv") else pl.scan_parquet(src)
 scan.group_by(key).agg(aggs).sink_parquet(out, compression="zstd", compression_level=3)
 """
+SORTED_BY = {  # the grouped output sorted by a column, as each peer would write it clustered
+    "duckdb": DUCKDB.replace("GROUP BY {key})", "GROUP BY {key} ORDER BY {sort}, min(file_row_number))")
+                    .replace("read_parquet('{src}')", "read_parquet('{src}', file_row_number=true)")
+                    .replace("src, out, key, order, request, impression = sys.argv[1:7]",
+                             "src, out, key, order, request, impression, sort = sys.argv[1:8]"),
+    "polars": POLARS.replace(".agg(aggs).sink_parquet", ".agg(aggs).sort(sort, maintain_order=True).sink_parquet")
+                    .replace("src, out, key, order, request, impression = sys.argv[1:7]",
+                             "src, out, key, order, request, impression, sort = sys.argv[1:8]")
+                    .replace("group_by(key)", "group_by(key, maintain_order=True)"),
+}
 FLOOR = ("import pyarrow.csv as pc, pyarrow.parquet as pq, sys; "
          "(pc.read_csv if sys.argv[1].endswith('.csv') else pq.read_table)(sys.argv[1])")
 
@@ -217,6 +235,47 @@ def real_logs(tmp: str) -> list[tuple]:
     return rows
 
 
+def repeat_users(tmp: str, runs: int) -> list[tuple]:
+    """Bytes (and roolog's wall seconds, median of `runs`) on the time-ordered repeat-user log: issue 25's
+    storage targets are >= 5.5x the flat file and >= 1.8x the flat file sorted by user."""
+    table = generate_repeat_users(users=1000, requests_per_user=28, history_len=200, seed=1)
+    flat, by_user = os.path.join(tmp, "repeat.parquet"), os.path.join(tmp, "repeat.by_user.parquet")
+    pq.write_table(table, flat, compression="zstd", compression_level=3)
+    pq.write_table(table.sort_by("user_id"), by_user, compression="zstd", compression_level=3)
+    out = os.path.join(tmp, "repeat")
+    request, impression = ["user_id", "request_time", "user_history_item_ids"], ["position", "item_id", "click"]
+    cmds = tool_commands(flat, out, "request_id", "position", request, impression)
+    levels = [",".join(request), ",".join(impression)]
+    tools = {
+        "roolog": cmds["roolog"],
+        "roolog --cluster-by user_id": [*cmds["roolog"][:4], out + ".c1", *cmds["roolog"][5:],
+                                        "--cluster-by", "user_id", "--shards", "1"],
+        "roolog --cluster-by user_id --shards 4": [*cmds["roolog"][:4], out + ".c4", *cmds["roolog"][5:],
+                                                   "--cluster-by", "user_id", "--shards", "4"],
+        "DuckDB, sorted by user": [PY, "-c", SORTED_BY["duckdb"], flat, out + ".duckdb.parquet", "request_id",
+                                   "position", *levels, "user_id"],
+        "Polars, sorted by user": [PY, "-c", SORTED_BY["polars"], flat, out + ".polars.parquet", "request_id",
+                                   "position", *levels, "user_id"],
+    }
+    paths = dict(zip(tools, [out + ".roolog", out + ".c1", out + ".c4", out + ".duckdb.parquet",
+                             out + ".polars.parquet"], strict=True))
+    walls: dict[str, list[float]] = {t: [] for t in tools}
+    for _ in range(runs):
+        for tool, cmd in tools.items():
+            walls[tool].append(timed(cmd)["wall"])
+    reference = read_output(paths["roolog"], "request_id")
+    for tool, path in paths.items():
+        check_same(reference, read_output(path, "request_id"), tool, "repeat users")
+    rows = [("flat, time-ordered (pyarrow)", f"{os.path.getsize(flat):,}", "1.00", "-", "-"),
+            ("flat, sorted by user (pyarrow)", f"{os.path.getsize(by_user):,}",
+             f"{os.path.getsize(flat) / os.path.getsize(by_user):.2f}", "1.00", "-")]
+    for tool, path in paths.items():
+        size = folder_bytes(path)
+        rows.append((tool, f"{size:,}", f"{os.path.getsize(flat) / size:.2f}", f"{os.path.getsize(by_user) / size:.2f}",
+                     f"{statistics.median(walls[tool]):.2f}"))
+    return rows
+
+
 def markdown(header: tuple, rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -227,6 +286,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small cases, one run")
     ap.add_argument("--case", action="append", help="only these cases (by name)")
+    ap.add_argument("--storage", action="store_true", help="only the bytes: real logs and repeat users")
     args = ap.parse_args()
     cases = QUICK if args.quick else CASES
     if args.case:
@@ -234,12 +294,16 @@ def main() -> None:
     runs = 1 if args.quick else args.runs
     with tempfile.TemporaryDirectory(prefix="roolog-bench-") as tmp:
         rows = []
-        for name, spec in cases.items():
+        for name, spec in ({} if args.storage else cases).items():
             rows += run_case(tmp, name, spec, runs)
             print(f"done: {name}", file=sys.stderr, flush=True)
-        print(f"Synthetic logs, {CORES} cores, median of {runs} run(s) per tool, each a whole process:\n")
-        print(markdown(("case", "tool", "wall s", "peak RSS MB", "CPU s", "output MB", "x floor", "x best peer"),
-                       rows))
+        if rows:
+            print(f"Synthetic logs, {CORES} cores, median of {runs} run(s) per tool, each a whole process:\n")
+            print(markdown(("case", "tool", "wall s", "peak RSS MB", "CPU s", "output MB", "x floor",
+                            "x best peer"), rows))
+        print("\nRepeat users (1,000 users x 28 requests, history 200, time-ordered), bytes on disk:\n")
+        print(markdown(("file", "bytes", "flat / this", "flat sorted by user / this", "wall s"),
+                       repeat_users(tmp, runs)))
         print("\nReal logs, bytes on disk (flat = the impression rows, pyarrow zstd-3):\n")
         print(markdown(("log", "flat", "roolog", "DuckDB", "Polars", "flat/roolog", "flat/DuckDB", "flat/Polars"),
                        real_logs(tmp)))

@@ -102,6 +102,17 @@ def test_import_roolog_is_light_and_the_public_api_is_all_there():
         roolog.no_such_name  # noqa: B018
 
 
+def test_public_functions_stay_callable_once_their_stage_folders_are_imported():
+    """`roolog.stats` names a stage folder and a function: importing roolog.stats.report (the CLI does) binds the
+    name to the folder, which must then still work as the function."""
+    code = ("import roolog.stats.report, roolog.write.checks, roolog.run.explode, roolog; "
+            "r = roolog.stats(['sample_data/impressions.parquet'], ('request_id',)); "
+            "from roolog import stats; print(r['requests'], stats(['sample_data/impressions.parquet'], "
+            "('request_id',))['requests'], callable(roolog.verify), callable(roolog.explode))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.split() == ["2000", "2000", "True", "True"]
+
+
 def test_the_docstring_examples_run_as_written(tmp_path, monkeypatch):
     """roolog.convert's, then roolog.data.RequestDataset's (which reads the output convert's made)."""
     import roolog

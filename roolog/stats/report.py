@@ -112,6 +112,11 @@ def format_raw_stats(report: dict, width: int | None = None) -> str:
                      f"{e['sample_impressions']:,} impressions, {e['compression']}): "
                      f"flat {human_bytes(e['flat_bytes'])} -> grouped {human_bytes(e['grouped_bytes'])} "
                      f"(x{e['ratio']})")
+    c = report.get("cluster_suggestion")
+    if c:
+        lines.append(f"  suggestion: --cluster-by {c['column']} ({c['distinct_in_sample']:,} values in the sample's "
+                     f"{c['sample_requests']:,} requests): its shards x{c['ratio']} smaller again, "
+                     f"{human_bytes(c['grouped_bytes'])} -> {human_bytes(c['clustered_bytes'])} (an estimate)")
     return "\n".join(lines)
 
 

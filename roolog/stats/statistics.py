@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import RoologError, UsageProblem
+from ..group.cluster import is_cluster_type
 from ..group.figures import LengthHistogram, on_disk_column_bytes, ratio
 from ..group.grouper import N_COL, null_keys_dropped
 from ..group.inverse import impression_rows
@@ -130,8 +131,10 @@ def stats_raw(inputs: list[str], key: tuple[str, ...], order_by: str | None = No
                 sampled += sample[-1].num_rows
         estimate = _on_disk_estimate(sample, source.schema, pipeline.levels)
     requests = int(lengths.counts.sum())
-    return _raw_report(files, source.schema, tuple(key), pipeline, per_column, lengths, requests, rows, dropped,
-                       estimate)
+    report = _raw_report(files, source.schema, tuple(key), pipeline, per_column, lengths, requests, rows, dropped,
+                         estimate)
+    report["cluster_suggestion"] = _cluster_suggestion(sample, pipeline.levels)
+    return report
 
 
 def _on_disk_estimate(sample: list[pa.RecordBatch], schema: pa.Schema, levels: Levels) -> dict:
@@ -153,6 +156,43 @@ def _on_disk_estimate(sample: list[pa.RecordBatch], schema: pa.Schema, levels: L
     return {"sample_requests": grouped.num_rows, "sample_impressions": flat.num_rows, "flat_bytes": sizes["flat"],
             "grouped_bytes": sizes["grouped"], "ratio": ratio(sizes["flat"], sizes["grouped"]),
             "compression": "zstd-3", "estimate": True}
+
+
+CLUSTER_PAYS = 0.9  # a cluster column is suggested when it makes the sample's shards at most this share
+
+
+def _cluster_suggestion(sample: list[pa.RecordBatch], levels: Levels) -> dict | None:
+    """The request-level column that would pay most as --cluster-by: of the id-like ones whose values repeat
+    across the sampled requests (a user or session id: at most half as many values as requests), the one
+    whose sample, written as convert writes it but ordered by that column, is smallest; None when none
+    makes it at least a tenth smaller."""
+    if not sample:
+        return None
+    grouped = pa.Table.from_batches(sample)
+    candidates = []
+    for name in levels.request:
+        col = grouped.column(name)
+        if is_cluster_type(col.type) and 0 < (distinct := len(pc.unique(col))) <= grouped.num_rows // 2:
+            candidates.append((distinct, name))
+    if not candidates:
+        return None
+    table = grouped.drop_columns([N_COL]) if levels.impression else grouped
+    settings = choose_encodings(table, 3)
+
+    def size(t: pa.Table) -> int:
+        sink = io.BytesIO()
+        pq.write_table(t, sink, **writer_settings(settings, 3))
+        return sink.tell()
+
+    before = size(table)
+    best = None
+    for distinct, name in sorted(candidates)[:3]:  # the three with the fewest values (stable: ties by name)
+        after = size(table.take(pc.sort_indices(table.column(name))))  # (a stable sort: input order within)
+        if after <= CLUSTER_PAYS * before and (best is None or after < best["clustered_bytes"]):
+            best = {"column": name, "distinct_in_sample": distinct, "sample_requests": table.num_rows,
+                    "grouped_bytes": before, "clustered_bytes": after, "ratio": ratio(before, after),
+                    "compression": "zstd-3", "estimate": True}
+    return best
 
 
 def _raw_report(files, schema, key, pipeline, per_column, lengths, requests, rows, dropped, estimate) -> dict:
@@ -258,8 +298,12 @@ def infer_schema(report: dict) -> tuple[LogSchema, dict[str, str]]:
         comments[order_by] += f"; looks like a {by_name[order_by]['position_base']}-based position: order_by"
     labels = [n for n in impression if _looks_like_label(n, by_name[n])]
     types = tuple((n, by_name[n]["type"]) for n in order if _pins(by_name[n]["type"]))
+    cluster = report.get("cluster_suggestion")
+    if cluster:
+        comments[cluster["column"]] += (f"; repeats across requests: cluster_by (the sample's shards "
+                                        f"x{cluster['ratio']} smaller)")
     return LogSchema(tuple(report["key"]), order_by, tuple(request), tuple(impression), tuple(labels),
-                     types), comments
+                     types, (cluster["column"],) if cluster else ()), comments
 
 
 def _pins(type_text: str) -> bool:

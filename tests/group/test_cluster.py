@@ -195,3 +195,34 @@ def test_repeat_users_meet_the_storage_targets(tmp_path):
         size = sum(len(b) for b in shard_bytes(out).values())
         assert os.path.getsize(flat) >= 5.5 * size, (shards, os.path.getsize(flat) / size)
         assert os.path.getsize(by_user) >= 1.8 * size, (shards, os.path.getsize(by_user) / size)
+
+
+def test_stats_and_infer_schema_suggest_a_cluster_column_only_where_it_pays(tmp_path):
+    """The suggestion is honest: where stats suggests user_id, convert --cluster-by user_id makes the shards at
+    least a tenth smaller; a log whose user id repeats but whose request-level values do not gain (random
+    histories) and the sample log (users do not repeat) get no suggestion."""
+    repeat = tmp_path / "repeat.parquet"
+    pq.write_table(generate_repeat_users(users=200, requests_per_user=15, history_len=100, seed=4), repeat)
+    suggestion = roolog.stats([str(repeat)], ("request_id",))["cluster_suggestion"]
+    assert suggestion["column"] == "user_id" and suggestion["ratio"] > 1.3
+    sizes = {}
+    for cluster in ((), ("user_id",)):
+        out = tmp_path / f"out{len(cluster)}"
+        roolog.convert([str(repeat)], str(out), key="request_id", cluster_by=cluster, progress=False)
+        sizes[cluster] = sum(len(b) for b in shard_bytes(out).values())
+    assert sizes[()] >= sizes[("user_id",)] / 0.9
+    text = run_cli("stats", str(repeat), "--key", "request_id")
+    assert "suggestion: --cluster-by user_id" in text.stdout + text.stderr
+    schema = tmp_path / "s.toml"
+    assert run_cli("infer-schema", str(repeat), "--key", "request_id", "-o", str(schema), "-q").returncode == 0
+    assert 'cluster_by = ["user_id"]' in schema.read_text()
+    roolog.convert([str(repeat)], str(tmp_path / "inferred"), schema_file=str(schema), progress=False)
+    def requests(out):
+        return pq.read_table(out / "part-00000.parquet", columns=["request_id"]).column(0).to_pylist()
+    assert requests(tmp_path / "inferred") == requests(tmp_path / "out1")  # clustered alike
+
+    random_histories = tmp_path / "random.parquet"
+    pq.write_table(_log(seed=12, users=30, requests=600, shuffle=False), random_histories)
+    assert roolog.stats([str(random_histories)], ("request_id",))["cluster_suggestion"] is None
+    sample = os.path.join(os.path.dirname(__file__), "..", "..", "sample_data", "impressions.parquet")
+    assert roolog.stats([sample], ("request_id",))["cluster_suggestion"] is None
