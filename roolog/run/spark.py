@@ -45,10 +45,10 @@ import pyarrow as pa
 
 from .. import errors
 from ..errors import RoologError
+from ..group.cluster import ClusterSort, read_runs, shard_runs
 from ..group.figures import LengthHistogram, add_column_bytes
 from ..group.grouper import SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
 from ..group.schema import Levels
-from ..group.cluster import ClusterSort, read_runs, shard_runs
 from ..group.spill import RunSpill, split_by_shard
 from ..read.inputs import InputFile, fingerprint
 from ..read.sources import Source
