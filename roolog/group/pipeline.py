@@ -2,7 +2,7 @@
 
     batches of rows -> StreamGrouper -> run batches -> RunSpill (one partition per shard)
                     -> RunSpill.fold (scattered requests) -> request batches, shard by shard
-                    [-> ClusterSort, with --cluster-by: shards by the cluster columns, requests ordered by them]
+                    [-> RequestSorter, with --cluster-by: shards by the cluster columns, requests ordered by them]
 
 Memory stays bounded: a batch of rows at a time while reading; a spill part of about memory_limit / 6
 while folding; a batch of requests at a time while reading the result.
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from .cluster import ClusterSort, read_runs
 from .figures import add_column_bytes
 from .grouper import Grouping, StreamGrouper
+from .ordering import RequestSorter
 from .schema import Levels
 from .spill import RunSpill
 
@@ -27,7 +27,7 @@ class RequestPipeline:
                  spill_dir: str, shards: int, memory_limit: int, cluster_by: tuple[str, ...] = ()):
         self.schema = schema
         self.cluster_by = cluster_by
-        self.clusters: ClusterSort | None = None
+        self.clusters: RequestSorter | None = None
         self.grouping = Grouping(schema, key, order_by, levels)
         self.spill = RunSpill(spill_dir, shards)
         self.streamer = StreamGrouper.within(self.grouping, memory_limit)
@@ -61,8 +61,8 @@ class RequestPipeline:
         for s in range(self.spill.partitions):
             self.spill.fold(s, self.grouping, max_bytes=self.memory_limit // 6)
         if self.cluster_by:  # the requests, whole now, to the shards of their cluster values
-            self.clusters = ClusterSort(os.path.join(self.spill.folder, "cluster"), self.spill.partitions,
-                                        self.cluster_by, self.memory_limit // 6)
+            self.clusters = RequestSorter(os.path.join(self.spill.folder, "cluster"), self.spill.partitions,
+                                          self.cluster_by, self.memory_limit // 6, route=self.cluster_by)
             for s in range(self.spill.partitions):
                 for runs in self.spill.read(s, self.grouping):
                     self.clusters.add(runs)
@@ -77,7 +77,7 @@ class RequestPipeline:
         order), one row each, under the final levels (with the internal columns: impressions per request,
         input position, key hash)."""
         if self.clusters is not None:
-            return read_runs(self.clusters.files(shard), self.cluster_by, self.grouping.conform)
+            return self.clusters.read(shard, self.grouping.conform)
         return self.spill.read(shard, self.grouping)
 
     @staticmethod

@@ -17,18 +17,20 @@ import pyarrow as pa
 from ..errors import RoologError
 from ..group.figures import LengthHistogram
 from ..group.grouper import null_keys_dropped
+from ..group.ordering import in_order
 from ..group.pipeline import RequestPipeline
 from ..log import bar
 from ..read.inputs import fingerprint
 from ..read.prefetch import prefetch
 from ..read.sources import Source
-from ..write.encodings import choose_encodings
 from ..write.failpoint import failpoint
 from ..write.finish import UnitResult
 from ..write.layout import (
     RowsToShard,
+    choose_settings,
     output_layout,
     partition_value,
+    request_order,
     route_rows,
     sample_requests,
     shard_file,
@@ -46,8 +48,9 @@ class _Unit:
     """One unit while its rows stream in, then the shards it becomes."""
 
     def __init__(self, name: str | None, folder: OutputFolder, schema: pa.Schema, settings: UnitSettings,
-                 memory_limit: int, partition: str | None):
+                 memory_limit: int, partition: str | None, input_bytes: int):
         self.name, self.partition, self.settings, self.schema = name, partition, settings, schema
+        self.input_bytes = input_bytes  # of the files the unit is read from
         self.dir = folder.unit_path(name or "_flat")
         os.makedirs(self.dir)
         self.pipeline = RequestPipeline(schema, settings.key, settings.order_by, settings.initial_levels(schema),
@@ -62,7 +65,8 @@ class _Unit:
         grouping = pipeline.grouping
         out_schema, rows_of = output_layout(grouping, self.partition)
         requests = (pipeline.requests(s) for s in range(pipeline.shards))
-        encodings = choose_encodings(sample_requests(requests, rows_of, out_schema), output.compression_level)
+        encodings = choose_settings(grouping, out_schema, sample_requests(requests, rows_of, out_schema),
+                                    output.compression_level, self.input_bytes)
         value = partition_value((pipeline.requests(s) for s in range(pipeline.shards)), self.partition)
         written = self._write_shards(output, progress, out_schema, rows_of, encodings)
         lengths, output_bytes = LengthHistogram(), dict.fromkeys(out_schema.names, 0)
@@ -83,12 +87,19 @@ class _Unit:
         each shard's figures on their own, in shard order. A failure stops the others at their next batch."""
         pipeline, stop = self.pipeline, threading.Event()
         writers = max(1, min(os.cpu_count() or 1, pipeline.memory_limit // (6 * output.row_groups.bytes)))
+        order = request_order(encodings)
+
+        def requests(s: int) -> Iterator[pa.RecordBatch]:
+            if not order:
+                return pipeline.requests(s)
+            return in_order(pipeline.requests(s), order, os.path.join(pipeline.spill.folder, f"order-{s:05d}"),
+                            pipeline.memory_limit // (6 * writers), pipeline.grouping.conform)
 
         def write(s: int) -> tuple[ShardRecord, LengthHistogram, dict[str, int]]:
             lengths, output_bytes = LengthHistogram(), dict.fromkeys(out_schema.names, 0)
             writer = ShardWriter(os.path.join(self.dir, shard_file(s)), out_schema, output.compression_level,
                                  output.row_groups, encodings)
-            record = write_shard(writer, _until(stop, prefetch(pipeline.requests(s))), rows_of, lengths,
+            record = write_shard(writer, _until(stop, prefetch(requests(s))), rows_of, lengths,
                                  output_bytes)
             failpoint("write")
             return record, lengths, output_bytes
@@ -131,7 +142,7 @@ class LocalEngine:
                     if len(units) >= MAX_PARTITIONS:
                         raise too_many_partitions(job.route_by or "")
                     units[name] = _Unit(name, self.folder, source.schema, settings, self.run.memory_limit,
-                                        job.partition_column if name else None)
+                                        job.partition_column if name else None, source.total_bytes)
                 return units[name]
 
             dropped = 0

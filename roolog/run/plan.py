@@ -24,7 +24,7 @@ from typing import Literal
 import pyarrow as pa
 
 from ..errors import RoologError, UsageProblem
-from ..group.cluster import CLUSTER_TYPE_HINT, is_cluster_type
+from ..group.ordering import CLUSTER_TYPE_HINT, is_cluster_type
 from ..group.schema import Levels, LogSchema, check_declared, check_key_and_order, load_schema
 from ..read.arrow_types import parse_type
 from ..read.inputs import InputFile, InputRecord, ReadOptions, file_xxh64

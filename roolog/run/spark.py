@@ -45,16 +45,24 @@ import pyarrow as pa
 
 from .. import errors
 from ..errors import RoologError
-from ..group.cluster import ClusterSort, read_runs, shard_runs
 from ..group.figures import LengthHistogram, add_column_bytes
 from ..group.grouper import SEQ_COL, Grouping, StreamGrouper, null_keys_dropped
+from ..group.ordering import RequestSorter, in_order, read_runs, shard_runs
 from ..group.schema import Levels
 from ..group.spill import RunSpill, split_by_shard
 from ..read.inputs import InputFile, fingerprint
 from ..read.sources import Source
-from ..write.encodings import choose_encodings
 from ..write.finish import UnitResult
-from ..write.layout import output_layout, partition_value, route_rows, sample_requests, shard_file, write_shard
+from ..write.layout import (
+    choose_settings,
+    output_layout,
+    partition_value,
+    request_order,
+    route_rows,
+    sample_requests,
+    shard_file,
+    write_shard,
+)
 from ..write.manifest import EngineInfo, ShardRecord, SpillFigures
 from ..write.outdir import OutputFolder
 from ..write.shards import RowGroupSize, ShardWriter
@@ -421,18 +429,18 @@ class _ShardGrouper:
 
 
     def _write_clustered(self) -> int:
-        """The shard's requests to the shards of their cluster values, as sorted runs (roolog.group.cluster),
+        """The shard's requests to the shards of their cluster values, as sorted runs (roolog.group.ordering),
         written in a folder of the attempt's own, then each committed by rename (a retried attempt writes the
         same runs under the same names)."""
         settings = self.plan.settings
         attempt = _attempt_path(self.plan.work, f"cluster-{self.unit or '_flat'}-{self.shard:05d}")
-        sort = ClusterSort(attempt, settings.n_shards, settings.cluster_by, self.plan.memory_limit // 6,
-                           name=f"g{self.shard:05d}")
+        sort = RequestSorter(attempt, settings.n_shards, settings.cluster_by, self.plan.memory_limit // 6,
+                             name=f"g{self.shard:05d}", route=settings.cluster_by)
         try:
             for runs in self.spill.read(0, self.grouping):
                 sort.add(runs)
                 _maybe_fail(self.plan.failpoint, "group")
-            sort.close()
+            sort.close(keep=False)  # (written: the write tasks read them)
             final = _cluster_path(self.plan.work, self.unit)
             os.makedirs(final, exist_ok=True)
             for s in range(settings.n_shards):
@@ -489,7 +497,7 @@ def _requests(path: str, grouping: Grouping) -> Iterator[pa.RecordBatch]:
 
 
 def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int, row_groups: RowGroupSize,
-                failpoint: str | None, task: tuple[str, int]) -> _ShardWritten:
+                failpoint: str | None, memory_limit: int, task: tuple[str, int]) -> _ShardWritten:
     unit, shard = task
     u = units[unit]
     schema, output = output_layout(u.grouping, u.partition)
@@ -498,7 +506,12 @@ def _write_task(units: dict[str, _UnitWrite], work: str, compression_level: int,
     lengths, output_bytes = LengthHistogram(), dict.fromkeys(schema.names, 0)
 
     def runs() -> Iterator[pa.RecordBatch]:
-        for batch in _shard_requests(work, unit, shard, u.grouping):
+        requests = _shard_requests(work, unit, shard, u.grouping)
+        order = request_order(u.encodings)
+        if order:  # the order chosen with the encodings, sorted on the executor's local disk
+            scratch = tempfile.mkdtemp(prefix="roolog-spark-order-", dir=_local_dir())  # (in_order removes it)
+            requests = in_order(requests, order, scratch, memory_limit // 6, u.grouping.conform)
+        for batch in requests:
             yield batch
             _maybe_fail(failpoint, "write")
 
@@ -560,7 +573,7 @@ class SparkEngine:
                       for unit in units}
             tasks = [(unit, s) for unit in units for s in range(n_shards)]
             write = partial(_write_task, writes, work, output.compression_level, output.row_groups,
-                            plan.failpoint)
+                            plan.failpoint, self.run.memory_limit)
             written = _run_job(lambda: sc.parallelize(tasks, len(tasks)).map(write).collect())
             inputs = fingerprint(files)
             dropped = sum(r.dropped for r in reads)
@@ -582,7 +595,8 @@ class SparkEngine:
         out_schema, output = output_layout(grouping, partition)
         shards = range(plan.settings.n_shards)
         requests = (_shard_requests(plan.work, unit, s, grouping) for s in shards)
-        encodings = choose_encodings(sample_requests(requests, output, out_schema), self.output.compression_level)
+        encodings = choose_settings(grouping, out_schema, sample_requests(requests, output, out_schema),
+                                    self.output.compression_level, plan.source.total_bytes)
         value = partition_value((_shard_requests(plan.work, unit, s, grouping) for s in shards), partition)
         folder = os.path.abspath(self.folder.unit_path(unit or "_flat"))
         os.makedirs(folder)

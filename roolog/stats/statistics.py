@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import RoologError, UsageProblem
-from ..group.cluster import is_cluster_type
 from ..group.figures import LengthHistogram, on_disk_column_bytes, ratio
 from ..group.grouper import N_COL, null_keys_dropped
 from ..group.inverse import impression_rows
+from ..group.ordering import is_cluster_type
 from ..group.pipeline import RequestPipeline
 from ..group.schema import Levels, LogSchema, check_key_and_order, label_like
 from ..group.values import adjacent_differs

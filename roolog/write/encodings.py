@@ -11,7 +11,20 @@ HIGHER_LEVELS makes the column's first 512 KB of the sample at least 5% smaller 
 and that saving, scaled to the whole column, is at least 0.5% of the sample's bytes (text such as a
 user's history as a string pays; random ids do not). That is the write-time budget: a slower level is
 only ever paid where it buys a twentieth of a column and a two-hundredth of the output; columns under
-2% of the sample are not tried.
+2% of the sample are not tried. A small output (input up to SMALL_INPUT_BYTES) may also have every column
+still at the run's level raised together to one of WHOLE_LEVELS, when that makes the whole sample at least
+WHOLE_PAYS smaller (a wide log of many small list columns: each too small to try alone). The budget, stated
+and measured (BENCHMARKS.md): zstd 19 compresses a few MB/s here, so on 64 MB of input the raised levels
+cost at most about 10 s more; larger outputs never pay them.
+
+Two more choices are made on the same sample. The footer (`footer_settings`): min/max statistics only where
+readers filter (the key, request-level scalars; and 0/1 label lists, which `convert` reads back to suggest
+labels), not on every impression list; and the Arrow schema (`ARROW:schema`, up to a third of a wide log's
+footer) only when the Parquet types alone would not read back as the same Arrow types (a large_string, a
+dictionary, a time zone name). roolog's own footer record is written either way. And the order of requests
+inside a shard (`choose_request_order`): input order, or by number of impressions (the repetition levels of
+every list column then repeat from one request to the next), or by a request-level timestamp, whichever
+makes the sample smallest, kept only when it saves at least ORDER_PAYS of it.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..group.values import row_bytes
@@ -41,6 +55,11 @@ TRIALS = 2  # columns tried at once
 LEVEL_SAMPLE_BYTES = 512 << 10  # the levels are tried on each column's first requests up to this many bytes
 LEVEL_SHARE = 0.02  # ... of the columns that hold at least this share of the sample's bytes
 LEVEL_PAYS = 0.005  # and a higher level is kept when it saves at least this share of the sample's bytes
+SMALL_INPUT_BYTES = 64 << 20  # outputs whose inputs are at most this big may raise every column's level
+WHOLE_LEVELS = (9, 16, 19)  # ... to one of these
+WHOLE_PAYS = 0.01  # ... when that makes the whole sample at least this share smaller
+REQUEST_ORDER = "request_order"  # the settings' entry for the order chosen (None: input order; not a writer option)
+ORDER_PAYS = 0.01  # a request order is kept when it makes the sample at least this share smaller
 
 
 def _size(table: pa.Table, compression_level: int, **settings) -> int:
@@ -63,12 +82,48 @@ def _leaves(column: pa.Table) -> list[tuple[str, str]]:
 def writer_settings(encodings: dict | None, compression_level: int) -> dict:
     """ParquetWriter keyword arguments: zstd at the run's level, with the chosen encodings (and levels per
     column, which win) on top."""
-    return {"compression": "zstd", "compression_level": compression_level, **(encodings or {})}
+    settings = {k: v for k, v in (encodings or {}).items() if k != REQUEST_ORDER}
+    return {"compression": "zstd", "compression_level": compression_level, **settings}
 
 
-def choose_encodings(sample: pa.Table, compression_level: int) -> dict:
+def _written_size(table: pa.Table, settings: dict, compression_level: int) -> int:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **writer_settings(settings, compression_level))
+    return sink.tell()
+
+
+def footer_settings(schema: pa.Schema, statistics: list[str]) -> dict:
+    """ParquetWriter settings for the footer: statistics for the leaves of the columns in `statistics` only,
+    and the Arrow schema stored only when the Parquet schema alone does not read back as `schema`."""
+    sink = io.BytesIO()
+    pq.write_table(schema.empty_table(), sink, store_schema=False)
+    read = pq.read_schema(io.BytesIO(sink.getvalue()))
+    leaves = [path for name in statistics for path, _ in _leaves(schema.empty_table().select([name]))]
+    # (Arrow's schema equality, which does not tell a list's item named "item" from one named "element": Parquet
+    # names it "element", and every reader of a list reads its values the same)
+    exact = read.equals(schema.remove_metadata()) and all(f.metadata is None for f in schema)
+    return {"write_statistics": leaves, "store_schema": not exact}
+
+
+def choose_request_order(sample: pa.Table, settings: dict, compression_level: int,
+                         candidates: dict[str, pa.Array]) -> str | None:
+    """The candidate order (name -> a sort key per sampled request; ties keep input order) that makes the
+    sample smallest written with `settings`, if it saves at least ORDER_PAYS; None: input order."""
+    if sample.num_rows < 2 or not candidates:
+        return None
+    best, smallest = None, (1 - ORDER_PAYS) * _written_size(sample, settings, compression_level)
+    for name, key in candidates.items():
+        order = pc.sort_indices(pa.table({"key": key}), [("key", "ascending")])  # stable
+        size = _written_size(sample.take(order), settings, compression_level)
+        if size <= smallest:
+            best, smallest = name, size
+    return best
+
+
+def choose_encodings(sample: pa.Table, compression_level: int, small: bool = False) -> dict:
     """ParquetWriter settings (use_dictionary, column_encoding, compression_level per leaf column) that make
-    `sample` smallest, per column (the trials of two columns at a time: pyarrow writes without the GIL)."""
+    `sample` smallest, per column (the trials of two columns at a time: pyarrow writes without the GIL);
+    `small`: the output is small enough to raise every column's level together (see the module's docstring)."""
     columns = [sample.select([name]) for name in sample.column_names]
     with ThreadPoolExecutor(max_workers=TRIALS, thread_name_prefix="roolog-encodings") as pool:
         choices = list(pool.map(lambda column: _encoding(column, compression_level), columns))
@@ -80,7 +135,23 @@ def choose_encodings(sample: pa.Table, compression_level: int) -> dict:
         levels.update((c.paths[0], level) for c, level in zip(leveled, higher, strict=True))
     dictionary = [path for c in choices if c.best in (None, DICTIONARY) for path in c.paths]
     encoding = {c.paths[0]: c.best for c in choices if c.best not in (None, DICTIONARY)}
-    return {"use_dictionary": dictionary, "column_encoding": encoding, "compression_level": levels}
+    settings = {"use_dictionary": dictionary, "column_encoding": encoding, "compression_level": levels}
+    if small:
+        settings["compression_level"] = _whole_level(sample, settings, compression_level)
+    return settings
+
+
+def _whole_level(sample: pa.Table, settings: dict, compression_level: int) -> dict[str, int]:
+    """The per-column levels with every column still at the run's level raised to the WHOLE_LEVELS level
+    that makes the sample smallest, if that saves at least WHOLE_PAYS of it."""
+    levels = settings["compression_level"]
+    best, smallest = levels, (1 - WHOLE_PAYS) * _written_size(sample, settings, compression_level)
+    for higher in (lv for lv in WHOLE_LEVELS if lv > compression_level):
+        raised = {path: higher if level == compression_level else level for path, level in levels.items()}
+        size = _written_size(sample, settings | {"compression_level": raised}, compression_level)
+        if size <= smallest:
+            best, smallest = raised, size
+    return best
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 
 The shards hold the input's columns (less the partition column, which lives in the folder's name), in the
 input's order, impression-level ones as lists, plus COUNT_COLUMN when no column is impression-level. The
-Parquet encodings are chosen on the first requests (`sample_requests`), so both engines choose alike.
+Parquet encodings, the footer and the order of requests in a shard are chosen on the first requests
+(`choose_settings` on `sample_requests`), so both engines choose alike.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ import pyarrow.compute as pc
 from ..group.figures import LengthHistogram, add_column_bytes
 from ..group.grouper import N_COL, Grouping
 from ..group.keys import sortable_key
+from ..group.schema import label_like
 from ..group.values import python_value, row_bytes
 from ..read.inputs import HIVE_NULL
 from ..version import __version__
+from .encodings import (
+    REQUEST_ORDER,
+    SMALL_INPUT_BYTES,
+    choose_encodings,
+    choose_request_order,
+    footer_settings,
+)
 from .manifest import COUNT_COLUMN, FOOTER_KEY, MANIFEST_FORMAT, ShardRecord
 from .shards import ShardWriter
 
@@ -77,6 +86,56 @@ def sample_requests(shards: Iterable[Iterable[pa.RecordBatch]], output: RowsToSh
             if requests >= SAMPLE_REQUESTS or size >= SAMPLE_BYTES:
                 return pa.Table.from_batches(batches, schema=schema)
     return pa.Table.from_batches(batches, schema=schema)
+
+
+IMPRESSIONS_ORDER = "impressions"  # the request order by number of impressions (else a timestamp column's name)
+
+
+def choose_settings(grouping: Grouping, out_schema: pa.Schema, sample: pa.Table, compression_level: int,
+                    input_bytes: int) -> dict:
+    """The shards' writer settings chosen on the sample (roolog.write.encodings): each column's encoding and
+    zstd level, the footer's statistics and schema, and (without --cluster-by, whose order is given) the
+    order of requests inside a shard, under REQUEST_ORDER. `input_bytes`: the size of the inputs read."""
+    settings = choose_encodings(sample, compression_level, small=input_bytes <= SMALL_INPUT_BYTES)
+    settings |= footer_settings(out_schema, statistics_columns(grouping, out_schema))
+    if not grouping.levels.cluster:
+        settings[REQUEST_ORDER] = choose_request_order(sample, settings, compression_level,
+                                                       order_candidates(grouping, sample))
+    return settings
+
+
+def statistics_columns(grouping: Grouping, out_schema: pa.Schema) -> list[str]:
+    """The columns whose footer statistics readers use: the key and request-level scalars (filters), and
+    0/1-typed impression lists named like a label (roolog reads their min and max to suggest labels)."""
+    def scalar(t: pa.DataType) -> bool:
+        return not (pa.types.is_nested(t) or pa.types.is_dictionary(t))
+
+    impression = set(grouping.levels.impression)
+    return [f.name for f in out_schema if (f.name not in impression and scalar(f.type))
+            or (f.name in impression and label_like(f.name) and _zero_one_type(f.type.value_type))]
+
+
+def _zero_one_type(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_boolean(t)
+
+
+def order_candidates(grouping: Grouping, sample: pa.Table) -> dict[str, pa.Array]:
+    """The request orders worth trying, each as a sort key per sampled request: by number of impressions,
+    and by each request-level timestamp column."""
+    names = sample.column_names
+    lengths = next((pc.list_value_length(sample.column(c)) for c in names if c in grouping.levels.impression),
+                   sample.column(COUNT_COLUMN) if COUNT_COLUMN in names else None)
+    candidates = {} if lengths is None else {IMPRESSIONS_ORDER: lengths}
+    for name in names:
+        if name in grouping.levels.request and pa.types.is_timestamp(sample.schema.field(name).type):
+            candidates[name] = sample.column(name)
+    return candidates
+
+
+def request_order(settings: dict) -> tuple[str, ...]:
+    """The run-batch columns a shard's requests are ordered by (then input position); () for input order."""
+    chosen = settings.get(REQUEST_ORDER)
+    return () if chosen is None else ((N_COL,) if chosen == IMPRESSIONS_ORDER else (chosen,))
 
 
 def partition_value(shards: Iterable[Iterable[pa.RecordBatch]], column: str | None) -> str | None:

@@ -37,7 +37,10 @@ class ShardWriter:
         self.path = path
         self.schema = schema
         self.row_groups = row_groups
-        self._writer = pq.ParquetWriter(path, schema, **writer_settings(encodings, compression_level))
+        settings = writer_settings(encodings, compression_level)
+        self._writer = pq.ParquetWriter(path, schema, **settings)
+        # without the Arrow schema in the footer, its metadata (roolog's footer record) is written on its own
+        self._metadata = None if settings.get("store_schema", True) else schema.metadata
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0  # bytes
         self._buffered_requests = 0
@@ -94,6 +97,8 @@ class ShardWriter:
         self._flush()
         self._wait()
         self._encoder.shutdown()
+        if self._metadata:
+            self._writer.add_key_value_metadata({k.decode(): v.decode() for k, v in self._metadata.items()})
         self._writer.close()
         name = os.path.basename(self.path)
         return ShardRecord(name, self.requests, self.impressions, os.path.getsize(self.path), file_xxh64(self.path))

@@ -1,23 +1,26 @@
-"""A user's requests together (`--cluster-by COL...`): in one shard, next to each other, in bounded memory.
+"""The order of requests inside a shard, in bounded memory: sorted runs on disk, merged on reading.
 
-    folded requests (any order) -> ClusterSort.add -> per shard, sorted runs on disk
-                                -> ClusterSort.read(s): the runs merged, ordered by (cluster columns, input position)
+    requests (any order) -> RequestSorter.add -> per shard, sorted runs -> read_runs: merged in order
 
-The shard of a request is xxh64 of its cluster values mod N (roolog.group.keys.cluster_hashes), so the
-requests of a user (or a session) meet in one shard whatever the key; inside it they are ordered by the
-cluster columns (nulls last), then by input position, as the shard would hold them without clustering. That
-order is total, so a shard's bytes never depend on the batching, the memory limit or the engine. This is
-where most of RecD's on-disk saving comes from: a user's histories, nearly equal from one request to the
-next, sit side by side and zstd stores the repeats once.
+Two uses. `--cluster-by COL...` (a user's requests together): the shard of a request is xxh64 of its cluster
+values mod N (roolog.group.keys.cluster_hashes), so a user's requests meet in one shard whatever the key, and
+inside it they are ordered by the cluster columns (nulls last), then input position. This is where most of
+RecD's on-disk saving comes from: a user's histories, nearly equal from one request to the next, sit side
+by side and zstd stores the repeats once. And the request order chosen with the encodings (roolog.write.
+encodings.choose_request_order): one shard's requests ordered by their number of impressions or by a time
+column, then input position. Either order is total (the input position breaks every tie), so a shard's
+bytes never depend on the batching, the memory limit or the engine.
 
 Memory: requests are buffered up to `max_bytes`; then each shard's buffered requests are sorted and written
-as a run (an Arrow IPC stream); reading a shard merges its runs with one batch of each in memory.
+as a run (an Arrow IPC stream). Reading a shard merges its runs, one batch of each in memory; a sorter that
+never filled its buffer keeps it in memory, sorted, and writes nothing.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -40,37 +43,48 @@ def is_cluster_type(t: pa.DataType) -> bool:
             or pa.types.is_temporal(t) or pa.types.is_decimal(t))
 
 
-class ClusterSort:
-    """Requests -> `shards` shards by their cluster values, each read back ordered by them.
+class RequestSorter:
+    """Requests -> `shards` shards (by `route` columns' xxh64, else all in shard 0), each read back ordered by
+    `order` then input position. `name` tells the runs of several sorters in one folder apart (the Spark
+    engine: one per group task)."""
 
-    `name` tells the runs of several writers into one folder apart (the Spark engine: one per group task).
-    """
-
-    def __init__(self, folder: str, shards: int, columns: tuple[str, ...], max_bytes: int, name: str = "c"):
-        self.folder, self.shards, self.columns, self.max_bytes, self.name = folder, shards, columns, max_bytes, name
-        os.makedirs(folder, exist_ok=True)
+    def __init__(self, folder: str, shards: int, order: tuple[str, ...], max_bytes: int, name: str = "c",
+                 route: tuple[str, ...] | None = None):
+        self.folder, self.shards, self.order, self.max_bytes, self.name = folder, shards, order, max_bytes, name
+        self.route = route
         self._buffers: list[list[pa.RecordBatch]] = [[] for _ in range(shards)]
         self._buffered = 0
         self._runs = 0  # runs written per shard so far
+        self._kept: dict[int, pa.RecordBatch] | None = None  # closed without a run written: sorted, in memory
         self.requests = 0
 
     def add(self, requests: pa.RecordBatch) -> None:
         self.requests += requests.num_rows
-        hashes = cluster_hashes([requests.column(c) for c in self.columns])
-        for s, piece in split_by_shard(requests, self.shards, hashes):
-            self._buffers[s].append(piece)
+        if self.route is None:
+            self._buffers[0].append(requests)
+        else:
+            hashes = cluster_hashes([requests.column(c) for c in self.route])
+            for s, piece in split_by_shard(requests, self.shards, hashes):
+                self._buffers[s].append(piece)
         self._buffered += requests.nbytes
         if self._buffered >= self.max_bytes:
             self._write_runs()
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
+        """No more requests. `keep`: if no run was written yet, keep them in memory rather than write one."""
+        if keep and self._runs == 0:
+            self._kept = {s: sorted_rows(pa.Table.from_batches(pieces), self.order)
+                          for s, pieces in enumerate(self._buffers) if pieces}
+            self._buffers = [[] for _ in range(self.shards)]
+            return
         self._write_runs()
 
     def _write_runs(self) -> None:
         """Each shard's buffered requests, sorted, as one more run of that shard."""
+        os.makedirs(self.folder, exist_ok=True)
         for s, pieces in enumerate(self._buffers):
             if pieces:
-                write_run(self.run_path(s, self._runs), sorted_rows(pa.Table.from_batches(pieces), self.columns),
+                write_run(self.run_path(s, self._runs), sorted_rows(pa.Table.from_batches(pieces), self.order),
                           min(RUN_BATCH_BYTES, max(1, self.max_bytes // 16)))
         self._buffers = [[] for _ in range(self.shards)]
         self._buffered = 0
@@ -80,8 +94,30 @@ class ClusterSort:
         return os.path.join(self.folder, run_file(shard, self.name, run))
 
     def files(self, shard: int) -> list[str]:
-        """This writer's runs of `shard`, in the order written."""
+        """The runs of `shard` written, in the order written."""
         return [p for p in (self.run_path(shard, r) for r in range(self._runs)) if os.path.exists(p)]
+
+    def read(self, shard: int, conform: Callable[[pa.RecordBatch], pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The shard's requests in order (each conformed)."""
+        if self._kept is not None:
+            if shard in self._kept:
+                yield conform(self._kept[shard])
+            return
+        yield from read_runs(self.files(shard), self.order, conform)
+
+
+def in_order(requests: Iterable[pa.RecordBatch], order: tuple[str, ...], folder: str, max_bytes: int,
+             conform: Callable[[pa.RecordBatch], pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """One shard's requests ordered by `order`, then input position (runs under `folder` when they exceed
+    `max_bytes`; removed at the end)."""
+    sorter = RequestSorter(folder, 1, order, max_bytes, name="o")
+    try:
+        for batch in requests:
+            sorter.add(batch)
+        sorter.close()
+        yield from sorter.read(0, conform)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_file(shard: int, name: str, run: int) -> str:
