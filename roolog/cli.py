@@ -346,6 +346,9 @@ def _output_holding(path: str) -> str | None:
 @click.option("--layout", type=click.Choice(["request", "impression"]), default="request", show_default=True,
               help="request: the request tower runs once per request. impression: the classic pipeline, one "
                    "example per impression (the same model, for comparison).")
+@click.option("--dedup", is_flag=True,
+              help="Encode each distinct history of a batch once (RecD's dedup; the same logits to float "
+                   "rounding): pays on an output made with --cluster-by.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto takes CUDA when present (bf16 autocast, pinned memory), else the CPU.")
 @click.option("--smoke", is_flag=True,
@@ -393,6 +396,7 @@ def train_command(out, as_json, quiet, **options):
     Examples:
       roolog train out --smoke                      # after convert, in cron: exit 1 unless it learns
       roolog train out --epochs 3 --save model/ --json
+      roolog train out --dedup                      # on an output converted with --cluster-by user_id
     """
     try:
         from .train import TrainConfig, train

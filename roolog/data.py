@@ -21,6 +21,14 @@ the first showing 3 items and the second 2, with a user id, a history and an ite
     to_kjt("impression"): the same keys with 5 rows each: user_id [7, 7, 7, 9, 9], the history
                           repeated per impression (lengths [3, 3, 3, 1, 1]), item as above.
 
+    to_kjt("request", dedup=True): each request feature's distinct rows in the batch, once (rows
+    compared exactly: same length, same values; in sorted order), so a user's requests in one batch
+    store their history once. Two requests of user 7 with the same history [101, 102] and one of user 9:
+                          keys   ["user_id", "history", "item"]
+                          values [7, 9 | 101, 102 | ...]      lengths [1, 1 | 2 | ...]
+                          stride_per_key_per_rank [[2], [1], [I]]
+                          inverse_indices: user_id and history map each impression to its distinct row
+
 The request layout is RecD's inverse KJT: TorchRec's `EmbeddingBagCollection` pools each request feature
 once per request and expands the pooled rows to impressions by `inverse_indices`, giving the same output
 as the impression layout.
@@ -143,13 +151,15 @@ class RequestBatch:
                        request_ids={k: j.gather(rows) for k, j in self.request_ids.items()},
                        request_dense={k: t[rows] for k, t in self.request_dense.items()})
 
-    def to_kjt(self, layout: Layout = "request", keys: Sequence[str] | None = None):
+    def to_kjt(self, layout: Layout = "request", keys: Sequence[str] | None = None, dedup: bool = False):
         """The id features as a `torchrec.KeyedJaggedTensor` (request features first, then impression ones).
 
         ``"request"``: request features hold R rows (each value once per request), impression features I;
         `stride_per_key_per_rank` says so and `inverse_indices` maps each of the I impressions to its row,
         as TorchRec's variable-batch KJT wants it. ``"impression"``: every feature I rows (request features
-        copied to each impression). `keys` picks and orders features (default: all).
+        copied to each impression). `keys` picks and orders features (default: all). `dedup` (request
+        layout only): each request feature holds its distinct rows of the batch once (RecD's IKJT), which
+        pays where a user's requests share a batch (an output made with --cluster-by).
         """
         try:
             from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -157,6 +167,8 @@ class RequestBatch:
             raise UsageProblem(f"to_kjt needs TorchRec: {TORCHREC_INSTALL}") from err
         if layout not in ("request", "impression"):
             raise UsageProblem(f"layout must be 'request' or 'impression', not {layout!r}")
+        if dedup and layout != "request":
+            raise UsageProblem("to_kjt(dedup=True) stores distinct request rows: it needs layout='request'")
         features = {**self.request_ids, **self.impression_ids}
         names = list(keys) if keys is not None else list(features)
         unknown = [k for k in names if k not in features]
@@ -167,10 +179,20 @@ class RequestBatch:
             chosen = [self.request_ids[k].gather(rows) if k in self.request_ids else features[k] for k in names]
             return KeyedJaggedTensor(keys=names, values=_cat([j.values for j in chosen], self.lengths),
                                      lengths=_cat([j.lengths for j in chosen], self.lengths))
-        chosen = [features[k] for k in names]
         identity = torch.arange(len(rows), device=rows.device)
-        inverse = torch.stack([rows if k in self.request_ids else identity for k in names]) if names else \
-            torch.empty((0, len(rows)), dtype=torch.int64, device=rows.device)
+        chosen, index = [], []
+        for k in names:
+            if k not in self.request_ids:
+                chosen.append(features[k])
+                index.append(identity)
+            elif dedup:
+                distinct, row_of = distinct_rows(features[k])
+                chosen.append(distinct)
+                index.append(row_of[rows])
+            else:
+                chosen.append(features[k])
+                index.append(rows)
+        inverse = torch.stack(index) if names else torch.empty((0, len(rows)), dtype=torch.int64, device=rows.device)
         return KeyedJaggedTensor(keys=names, values=_cat([j.values for j in chosen], self.lengths),
                                  lengths=_cat([j.lengths for j in chosen], self.lengths),
                                  stride_per_key_per_rank=[[len(j.lengths)] for j in chosen],
@@ -189,6 +211,20 @@ class RequestBatch:
             out[f.name] = fn(value) if isinstance(value, torch.Tensor) else \
                 {k: v._map(fn) if isinstance(v, Jagged) else fn(v) for k, v in value.items()}
         return RequestBatch(**out)
+
+
+def distinct_rows(rows: Jagged) -> tuple[Jagged, torch.Tensor]:
+    """The distinct rows (exactly: same length, same values), sorted, and for each row its distinct row."""
+    n = len(rows.lengths)
+    width = int(rows.lengths.max()) if n else 0
+    padded = torch.zeros((n, width + 1), dtype=torch.int64, device=rows.values.device)
+    padded[:, 0] = rows.lengths  # the length first: [1] and [1, 0] stay apart
+    row = torch.repeat_interleave(torch.arange(n, device=rows.values.device), rows.lengths)
+    padded[row, torch.arange(len(rows.values), device=row.device) - rows.offsets[:-1][row] + 1] = rows.values
+    unique, inverse = torch.unique(padded, dim=0, return_inverse=True)
+    lengths = unique[:, 0]
+    kept = torch.arange(width, device=row.device)[None, :] < lengths[:, None]
+    return Jagged(unique[:, 1:][kept], lengths), inverse
 
 
 def _offsets(lengths: torch.Tensor) -> torch.Tensor:
@@ -554,7 +590,7 @@ class RequestDataset(IterableDataset):
     >>> data = RequestDataset("out", batch_requests=128, shuffle=True)
     >>> batch = next(iter(DataLoader(data, batch_size=None)))
     >>> batch.requests, batch.impressions, sorted(batch.labels)
-    (128, 1313, ['click'])
+    (128, 1298, ['click'])
     """
 
     def __init__(self, out: str, *, columns: Sequence[str] | None = None, labels: Sequence[str] | None = None,

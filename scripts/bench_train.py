@@ -19,9 +19,15 @@ broadcasts them with `pooled[batch.request_index()]`: on the CPU, fbgemm's backw
 `group_index_select_dim0` that TorchRec's EmbeddingBagCollection uses to expand by inverse_indices is a
 loop per row, which this avoids.
 
+Then dedup (RecD): a time-ordered log of repeat users whose history (100 items) stays the same between a
+user's requests, converted with --cluster-by user_id; the bundled trainer's request layout without and
+with --dedup (each distinct history of a batch encoded once), and the EBC model on to_kjt("impression"),
+to_kjt("request") and to_kjt("request", dedup=True).
+
     python scripts/bench_train.py              # history 100 and 1,000 (about 10 minutes on 2 CPU cores)
     python scripts/bench_train.py --quick      # small, a check that the script runs
     python scripts/bench_train.py --device cuda
+    python scripts/bench_train.py --dedup-only # only the dedup cases (about 3 minutes here)
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
 import roolog  # noqa: E402
 from roolog.data import RequestBatch, RequestDataset  # noqa: E402
-from roolog.synthetic import generate_impressions  # noqa: E402
+from roolog.synthetic import generate_impressions, generate_repeat_users  # noqa: E402
 from roolog.train import TrainConfig, train  # noqa: E402
 
 CASES = {  # history length: (requests in the log, training steps of 512 impressions)
@@ -61,9 +67,22 @@ def make_output(folder: str, requests: int, history: int) -> str:
     return out
 
 
-def run(out: str, layout: str, history: int, steps: int, device: str) -> dict:
+DEDUP_USERS, DEDUP_REQUESTS_PER_USER, DEDUP_STEPS, DEDUP_TORCHREC_STEPS = 400, 25, 60, 60
+
+
+def make_clustered(folder: str, history: int) -> str:
+    """Repeat users with snapshot histories, converted with --cluster-by user_id."""
+    log = os.path.join(folder, "repeat.parquet")
+    pq.write_table(generate_repeat_users(users=DEDUP_USERS, requests_per_user=DEDUP_REQUESTS_PER_USER,
+                                         history_len=history, snapshot_share=1.0, seed=3), log)
+    out = os.path.join(folder, "repeat_out")
+    roolog.convert([log], out, key=("request_id",), order_by="position", cluster_by="user_id", progress=False)
+    return out
+
+
+def run(out: str, layout: str, history: int, steps: int, device: str, dedup: bool = False) -> dict:
     cfg = TrainConfig(layout=layout, max_history=history, max_steps=steps, batch_impressions=512, device=device,
-                      warmup_steps=3, progress=False)
+                      warmup_steps=3, progress=False, dedup=dedup)
     return train(out, cfg)
 
 
@@ -96,6 +115,8 @@ class EBCModel(torch.nn.Module):
                                     values=torch.cat([batch.request_ids[k].values for k in self.request]),
                                     lengths=torch.cat([batch.request_ids[k].lengths for k in self.request]))
             by_request = self.request_ebc(kjt).values()[batch.request_index()]
+        elif layout == "dedup":  # each distinct request row of the batch pooled once (RecD's IKJT)
+            by_request = self.request_ebc(batch.to_kjt("request", keys=self.request, dedup=True)).values()
         else:
             by_request = self.request_ebc(batch.to_kjt(layout, keys=self.request)).values()
         by_impression = self.impression_ebc(batch.to_kjt("impression", keys=self.impression)).values()
@@ -114,9 +135,10 @@ def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3
     first = next(iter(data))
     model = EBCModel(list(first.request_ids), list(first.impression_ids)).to(dev)
     with torch.no_grad():  # the layouts pool alike, or the figures mean nothing
-        a, b, c = (model.pooled(first.to(dev), kind) for kind in ("request", "impression", "split"))
+        a, b, c, d = (model.pooled(first.to(dev), kind) for kind in ("request", "impression", "split", "dedup"))
         torch.testing.assert_close(a, b)
         torch.testing.assert_close(a, c)
+        torch.testing.assert_close(a, d)
     opts = [torch.optim.SparseAdam([*model.request_ebc.parameters(), *model.impression_ebc.parameters()], lr=1e-3),
             torch.optim.Adam(model.mlp.parameters(), lr=1e-3)]
     seen, started, losses = 0, None, []
@@ -139,15 +161,35 @@ def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3
             "last_loss": losses[-1], "device": str(dev)}
 
 
+def dedup_cases(folder: str, device: str, quick: bool) -> dict:
+    history = 100
+    out = make_clustered(folder, history)
+    steps, torchrec_steps = (10, 10) if quick else (DEDUP_STEPS, DEDUP_TORCHREC_STEPS)
+    trainer = {name: run(out, layout, history, steps, device, dedup=name == "dedup")
+               for name, layout in (("impression", "impression"), ("request", "request"), ("dedup", "request"))}
+    ebc = {kind: run_torchrec(out, kind, torchrec_steps, device) for kind in ("impression", "request", "dedup")}
+    speed = {"trainer": {k: v["impressions_per_s"] for k, v in trainer.items()},
+             "TorchRec EBC": {k: v["impressions_per_s"] for k, v in ebc.items()}}
+    rows = []
+    for model, s in speed.items():
+        aucs = (f"{trainer['request']['eval']['auc']:.4f} | {trainer['dedup']['eval']['auc']:.4f}"
+                if model == "trainer" else "- | -")
+        rows.append(f"| {model} | {s['impression']:,.0f} | {s['request']:,.0f} | {s['dedup']:,.0f} | "
+                    f"{s['dedup'] / s['request']:.2f}x | {s['dedup'] / s['impression']:.2f}x | {aucs} |")
+    return {"rows": rows, "results": {"trainer": trainer, "torchrec": ebc}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small cases, a check that the script runs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    parser.add_argument("--dedup-only", action="store_true", help="only the dedup cases")
     args = parser.parse_args()
     rows, results, torchrec_rows = [], [], []
     with tempfile.TemporaryDirectory(prefix="roolog-bench-train-") as folder:
-        for history, (requests, steps) in (QUICK if args.quick else CASES).items():
+        dedup = dedup_cases(folder, args.device, quick=args.quick)
+        for history, (requests, steps) in ({} if args.dedup_only else QUICK if args.quick else CASES).items():
             out = make_output(folder, requests, history)
             by_layout = {layout: run(out, layout, history, steps, args.device) for layout in ("request", "impression")}
             req, imp = by_layout["request"], by_layout["impression"]
@@ -166,15 +208,23 @@ def main() -> None:
                                  f"{by_imp:,.0f} | {by_req:,.0f} | {by_req / by_imp:.2f}x | {by_split:,.0f} | "
                                  f"{by_split / by_imp:.2f}x |")
             print(f"history {history}: done", file=sys.stderr)
-    print("| history | device | impressions seen (each) | impression layout imp/s | request layout imp/s | "
-          "speed-up | AUC impression | AUC request | AUC diff |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    print("\nTorchRec EmbeddingBagCollection fed by RequestBatch.to_kjt, batches of 512 impressions:\n")
-    print("| history | device | steps | to_kjt('impression') imp/s | to_kjt('request') imp/s | speed-up | "
-          "split EBCs imp/s | speed-up |")
+    if rows:
+        print("| history | device | impressions seen (each) | impression layout imp/s | request layout imp/s | "
+              "speed-up | AUC impression | AUC request | AUC diff |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(rows))
+        print("\nTorchRec EmbeddingBagCollection fed by RequestBatch.to_kjt, batches of 512 impressions:\n")
+        print("| history | device | steps | to_kjt('impression') imp/s | to_kjt('request') imp/s | speed-up | "
+              "split EBCs imp/s | speed-up |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(torchrec_rows))
+    print(f"\nDedup: {DEDUP_USERS} repeat users x {DEDUP_REQUESTS_PER_USER} requests, history 100 unchanged between "
+          "a user's requests, converted with --cluster-by user_id (imp/s):\n")
+    print("| model | impression layout | request layout | request + dedup | dedup / request | dedup / impression "
+          "| AUC request | AUC dedup |")
     print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(torchrec_rows))
+    print("\n".join(dedup["rows"]))
+    results.append({"dedup": dedup["results"]})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)

@@ -221,3 +221,24 @@ def fails_cleanly(proc, out, codes=(1, 2)):
     assert lines[0].startswith("roolog: error: "), lines[0]
     assert not os.path.exists(os.path.join(out, "_manifest.json"))
     return lines[0]
+
+
+def request_order(out, impression: set[str] | None = None):
+    """The documented order of the requests in each shard of `out`, as a sort key of (a request row as
+    `to_pylist` gives it, its first input row): the manifest's `encodings.request_order` (by number of
+    impressions, or by a timestamp column, nulls last; none: input order), then the first input row."""
+    with open(os.path.join(str(out), "_manifest.json")) as fh:
+        manifest = json.load(fh)
+    chosen = manifest["encodings"].get("request_order")
+    lists = set(manifest["schema"]["impression"]) if impression is None else impression
+
+    def key(request: dict, first_row: int) -> tuple:
+        if chosen is None:
+            return (first_row,)
+        if chosen == "impressions":
+            n = next((len(request[c]) for c in request if c in lists), request.get("__roolog_impressions"))
+            return (n, first_row)
+        value = request[chosen]
+        return (value is None, value if value is not None else 0, first_row)
+
+    return key

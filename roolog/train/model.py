@@ -3,7 +3,8 @@ request's impressions, an interaction MLP gives one click logit per impression (
 HSTU-like causal self-attention encoder over the user history).
 
 Every part computes each request (or impression) independently of the others in its batch: no batch
-norm, no cross-row mixing. That is what makes both layouts give the same logits from the same weights.
+norm, no cross-row mixing. That is what makes both layouts give the same logits from the same weights, and
+what lets `dedup` encode each distinct history of a batch once (RecD's dedup) and give each request its row.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import RequestBatch
+from ..data import Jagged, RequestBatch, distinct_rows
 from .features import FeatureSpec, label_values
 
 
@@ -26,7 +27,8 @@ class ModelBatch:
     request_ids: torch.Tensor  # [R, request id features]
     request_dense: torch.Tensor  # [R, request dense features]
     sequence_values: list[torch.Tensor]  # per sequence feature: [total length]
-    sequence_offsets: list[torch.Tensor]  # per sequence feature: [R + 1]
+    sequence_offsets: list[torch.Tensor]  # per sequence feature: [rows + 1] (rows: R, or its distinct histories)
+    sequence_index: list[torch.Tensor | None]  # per sequence feature: each request's row (dedup), or None
     impression_ids: torch.Tensor  # [I, impression id features]
     impression_dense: torch.Tensor  # [I, impression dense features]
     request_index: torch.Tensor  # [I]: each impression's request row
@@ -41,8 +43,9 @@ class ModelBatch:
         return len(self.labels)
 
     @classmethod
-    def of(cls, batch: RequestBatch, spec: FeatureSpec) -> ModelBatch:
-        """On the batch's device; ids shift by one so that bucket 0 stays the null (padding) row."""
+    def of(cls, batch: RequestBatch, spec: FeatureSpec, dedup: bool = False) -> ModelBatch:
+        """On the batch's device; ids shift by one so that bucket 0 stays the null (padding) row. `dedup`:
+        each distinct history of the batch once (roolog.data.distinct_rows), with each request's row."""
         def ids(jagged: dict, names: list[str], rows: int) -> torch.Tensor:
             out = torch.zeros((rows, len(names)), dtype=torch.int64, device=batch.lengths.device)
             for j, name in enumerate(names):
@@ -58,10 +61,15 @@ class ModelBatch:
             return out
 
         r, i = batch.requests, batch.impressions
-        histories = [batch.request_ids[name] for name in spec.sequences]
+        histories: list[Jagged] = [batch.request_ids[name] for name in spec.sequences]
+        index: list[torch.Tensor | None] = [None] * len(histories)
+        if dedup:
+            pairs = [distinct_rows(h) for h in histories]
+            histories, index = [distinct for distinct, _ in pairs], [row_of for _, row_of in pairs]
         return cls(request_ids=ids(batch.request_ids, spec.request_ids, r),
                    request_dense=dense(batch.request_dense, spec.request_dense, r),
                    sequence_values=[h.values + 1 for h in histories], sequence_offsets=[h.offsets for h in histories],
+                   sequence_index=index,
                    impression_ids=ids(batch.impression_ids, spec.impression_ids, i),
                    impression_dense=dense(batch.impression_dense, spec.impression_dense, i),
                    request_index=batch.request_index(),
@@ -151,8 +159,11 @@ class RequestAwareModel(nn.Module):
     def request_vectors(self, batch: ModelBatch) -> torch.Tensor:
         """The expensive, user-side part: once per row of the batch's request features."""
         parts = [self.embedding(batch.request_ids).flatten(1), batch.request_dense]
-        histories = zip(self.histories, batch.sequence_values, batch.sequence_offsets, strict=True)
-        parts += [encode(values, offsets) for encode, values, offsets in histories]
+        histories = zip(self.histories, batch.sequence_values, batch.sequence_offsets, batch.sequence_index,
+                        strict=True)
+        for encode, values, offsets, index in histories:  # each distinct history once when deduplicated
+            encoded = encode(values, offsets)
+            parts.append(encoded if index is None else encoded[index])
         return self.request_tower(_cat(parts, batch.requests, batch.request_dense))
 
     def forward(self, batch: ModelBatch) -> torch.Tensor:

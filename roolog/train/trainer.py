@@ -42,6 +42,7 @@ MIN_SMOKE_STEPS = 4
 class TrainConfig:
     label: str | None = None
     layout: str = "request"  # or "impression": the classic one-example-per-impression pipeline
+    dedup: bool = False  # encode each distinct history of a batch once (request layout)
     device: str = "auto"
     epochs: int = 1
     max_steps: int | None = None
@@ -175,6 +176,8 @@ def train(out: str, cfg: TrainConfig) -> dict:
 def _train(out: str, cfg: TrainConfig) -> dict:
     if cfg.layout not in ("request", "impression"):
         raise UsageProblem(f"--layout must be request or impression, not {cfg.layout!r}")
+    if cfg.dedup and cfg.layout != "request":
+        raise UsageProblem("--dedup encodes each distinct history of a request batch once: it needs --layout request")
     if cfg.embedding_dim % cfg.attention_heads:
         raise UsageProblem(f"--attention-heads {cfg.attention_heads} must divide --embedding-dim {cfg.embedding_dim}")
     _check_destinations(cfg)
@@ -204,7 +207,7 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     for epoch in range(cfg.epochs):
         train_set.set_epoch(epoch)
         for loaded in _loader(train_set, cfg, device):
-            batch = ModelBatch.of(loaded.to(device, non_blocking=True), spec)
+            batch = ModelBatch.of(loaded.to(device, non_blocking=True), spec, cfg.dedup)
             with _autocast(device):
                 loss = _masked_loss(model(batch), batch.labels)
             if torch.isnan(loss):  # a batch with no known label
@@ -231,7 +234,7 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     train_seconds = time.perf_counter() - started
     speed_figures = speed.figures()  # before eval, which is not training
     metrics = evaluate(model, eval_loader, spec, device, SMOKE_EVAL_IMPRESSIONS if cfg.smoke else None)
-    summary = {"output": out, "device": str(device), "layout": cfg.layout, "label": spec.label,
+    summary = {"output": out, "device": str(device), "layout": cfg.layout, "dedup": cfg.dedup, "label": spec.label,
                "steps": len(losses), "epochs_started": epoch + 1, "train_seconds": train_seconds,
                "stopped_by_time_limit": timed_out,
                "first_loss": losses[0], "last_loss": losses[-1], "loss_fell": loss_fell(losses),

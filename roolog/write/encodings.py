@@ -13,9 +13,9 @@ user's history as a string pays; random ids do not). That is the write-time budg
 only ever paid where it buys a twentieth of a column and a two-hundredth of the output; columns under
 2% of the sample are not tried. A small output (input up to SMALL_INPUT_BYTES) may also have every column
 still at the run's level raised together to one of WHOLE_LEVELS, when that makes the whole sample at least
-WHOLE_PAYS smaller (a wide log of many small list columns: each too small to try alone). The budget, stated
-and measured (BENCHMARKS.md): zstd 19 compresses a few MB/s here, so on 64 MB of input the raised levels
-cost at most about 10 s more; larger outputs never pay them.
+WHOLE_PAYS smaller (a wide log of many small list columns: each too small to try alone; tried on the
+sample's first MB). The budget: zstd 16 compresses at about 10 MB/s here against some 200 MB/s at 3, so
+on 64 MB of input the raised level costs at most a few seconds more; larger outputs never pay it.
 
 Two more choices are made on the same sample. The footer (`footer_settings`): min/max statistics only where
 readers filter (the key, request-level scalars; and 0/1 label lists, which `convert` reads back to suggest
@@ -56,7 +56,8 @@ LEVEL_SAMPLE_BYTES = 512 << 10  # the levels are tried on each column's first re
 LEVEL_SHARE = 0.02  # ... of the columns that hold at least this share of the sample's bytes
 LEVEL_PAYS = 0.005  # and a higher level is kept when it saves at least this share of the sample's bytes
 SMALL_INPUT_BYTES = 64 << 20  # outputs whose inputs are at most this big may raise every column's level
-WHOLE_LEVELS = (9, 16, 19)  # ... to one of these
+WHOLE_LEVELS = (9, 16)  # ... to one of these (19 and 22 gained nothing more on the wide logs tried)
+WHOLE_SAMPLE_BYTES = 1 << 20  # ... tried on the sample's first requests up to this many bytes
 WHOLE_PAYS = 0.01  # ... when that makes the whole sample at least this share smaller
 REQUEST_ORDER = "request_order"  # the settings' entry for the order chosen (None: input order; not a writer option)
 ORDER_PAYS = 0.01  # a request order is kept when it makes the sample at least this share smaller
@@ -92,15 +93,18 @@ def _written_size(table: pa.Table, settings: dict, compression_level: int) -> in
     return sink.tell()
 
 
-def footer_settings(schema: pa.Schema, statistics: list[str]) -> dict:
-    """ParquetWriter settings for the footer: statistics for the leaves of the columns in `statistics` only,
-    and the Arrow schema stored only when the Parquet schema alone does not read back as `schema`."""
+def footer_settings(sample: pa.Table, statistics: list[str]) -> dict:
+    """ParquetWriter settings for the footer of shards like `sample`: statistics for the leaves of the
+    columns in `statistics` only, and the Arrow schema stored only when the Parquet schema alone does not
+    read back as the sample's."""
+    empty = sample.slice(0, 0)
     sink = io.BytesIO()
-    pq.write_table(schema.empty_table(), sink, store_schema=False)
+    pq.write_table(empty, sink, store_schema=False)
     read = pq.read_schema(io.BytesIO(sink.getvalue()))
-    leaves = [path for name in statistics for path, _ in _leaves(schema.empty_table().select([name]))]
+    leaves = [path for name in statistics for path, _ in _leaves(empty.select([name]))]
     # (Arrow's schema equality, which does not tell a list's item named "item" from one named "element": Parquet
     # names it "element", and every reader of a list reads its values the same)
+    schema = empty.schema
     exact = read.equals(schema.remove_metadata()) and all(f.metadata is None for f in schema)
     return {"write_statistics": leaves, "store_schema": not exact}
 
@@ -145,10 +149,12 @@ def _whole_level(sample: pa.Table, settings: dict, compression_level: int) -> di
     """The per-column levels with every column still at the run's level raised to the WHOLE_LEVELS level
     that makes the sample smallest, if that saves at least WHOLE_PAYS of it."""
     levels = settings["compression_level"]
-    best, smallest = levels, (1 - WHOLE_PAYS) * _written_size(sample, settings, compression_level)
+    upto = np.cumsum(sum((row_bytes(c) for c in sample.columns), np.zeros(sample.num_rows)))
+    head = sample.slice(0, int(np.searchsorted(upto, WHOLE_SAMPLE_BYTES, side="left")) + 1)
+    best, smallest = levels, (1 - WHOLE_PAYS) * _written_size(head, settings, compression_level)
     for higher in (lv for lv in WHOLE_LEVELS if lv > compression_level):
         raised = {path: higher if level == compression_level else level for path, level in levels.items()}
-        size = _written_size(sample, settings | {"compression_level": raised}, compression_level)
+        size = _written_size(head, settings | {"compression_level": raised}, compression_level)
         if size <= smallest:
             best, smallest = raised, size
     return best

@@ -97,7 +97,7 @@ def choose_settings(grouping: Grouping, out_schema: pa.Schema, sample: pa.Table,
     zstd level, the footer's statistics and schema, and (without --cluster-by, whose order is given) the
     order of requests inside a shard, under REQUEST_ORDER. `input_bytes`: the size of the inputs read."""
     settings = choose_encodings(sample, compression_level, small=input_bytes <= SMALL_INPUT_BYTES)
-    settings |= footer_settings(out_schema, statistics_columns(grouping, out_schema))
+    settings |= footer_settings(sample, statistics_columns(grouping, out_schema))
     if not grouping.levels.cluster:
         settings[REQUEST_ORDER] = choose_request_order(sample, settings, compression_level,
                                                        order_candidates(grouping, sample))

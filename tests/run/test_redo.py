@@ -86,7 +86,7 @@ def test_a_touched_input_with_the_same_bytes_is_up_to_date(tmp_path, log):
 CHANGED_OUTPUT_OPTION = {  # per field of OutputOptions: a value that changes the output
     "key": ("request_id", "user_id"), "order_by": "position", "shards": 3, "compression_level": 9,
     "on_conflict": "demote", "drop_null_keys": True, "partition_by": "country", "row_group_bytes": 1 << 16,
-    "row_group_requests": 7,
+    "row_group_requests": 7, "cluster_by": ("user_id",),
     "read": ReadOptions(null_values=("NA",)),
     "schema_file": None,  # test_a_changed_schema_file_forces_a_redo: a schema file's content decides, not its name
 }

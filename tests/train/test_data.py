@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 
 import roolog
-from roolog.data import RequestDataset, batch_cuts, encode_ids, tokens
+from roolog.data import RequestBatch, RequestDataset, batch_cuts, encode_ids, tokens
 from roolog.errors import RoologError, UsageProblem
 
 MASK63 = (1 << 63) - 1
@@ -471,3 +471,64 @@ def test_every_rank_yields_the_same_number_of_batches(five_thousand, options):
 def test_a_rank_with_no_data_is_an_error(five_thousand):
     with pytest.raises(UsageProblem, match="gets no batch"):
         list(RequestDataset(five_thousand, rank=0, world_size=6000))
+
+
+# -- dedup: RecD's inverse KJT on a clustered output ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clustered_out(tmp_path_factory):
+    """Repeat users whose history stays the same between requests (snapshots), clustered by user."""
+    from roolog.synthetic import generate_repeat_users
+
+    tmp = tmp_path_factory.mktemp("clustered")
+    pq.write_table(generate_repeat_users(users=60, requests_per_user=20, history_len=100, snapshot_share=1.0,
+                                         seed=5), tmp / "log.parquet")
+    roolog.convert([str(tmp / "log.parquet")], str(tmp / "out"), key="request_id", order_by="position",
+                   cluster_by="user_id", shards=1, progress=False)
+    return str(tmp / "out")
+
+
+def test_dedup_kjt_stores_each_distinct_request_row_once_and_pools_the_same(clustered_out):
+    buckets = 1000
+    data = RequestDataset(clustered_out, batch_requests=64, id_buckets=buckets)
+    rows = shard_table(clustered_out).to_pylist()
+    torch.manual_seed(0)
+    ebc = None
+    totals = collections.Counter()
+    done = 0
+    for batch in data:
+        features = [*batch.request_ids, *batch.impression_ids]
+        if ebc is None:
+            ebc = EmbeddingBagCollection(tables=[EmbeddingBagConfig(name=f, embedding_dim=4, num_embeddings=buckets,
+                                                                    feature_names=[f]) for f in features])
+        plain, dedup = batch.to_kjt("request"), batch.to_kjt("request", dedup=True)
+        mine = rows[done:done + batch.requests]  # the batch's requests, read independently
+        done += batch.requests
+        for f in batch.request_ids:  # one row per distinct value (lists compared exactly), counted by hand
+            distinct = {tuple(r[f]) if isinstance(r[f], list) else r[f] for r in mine}
+            assert dedup.stride_per_key()[features.index(f)] == len(distinct), f
+            assert dedup.length_per_key()[features.index(f)] == sum(
+                len(v) if isinstance(v, tuple) else 1 for v in distinct), f
+        totals["plain"] += plain.length_per_key()[features.index("user_history_item_ids")]
+        totals["dedup"] += dedup.length_per_key()[features.index("user_history_item_ids")]
+        with torch.no_grad():
+            got, want = ebc(dedup).to_dict(), ebc(batch.to_kjt("impression")).to_dict()
+        for f in features:
+            torch.testing.assert_close(got[f], want[f])
+    assert done == len(rows)
+    assert totals["dedup"] <= 0.15 * totals["plain"], totals  # issue 25's target on snapshot histories
+
+
+def test_distinct_rows_tell_apart_what_differs_only_in_length_or_order():
+    from roolog.data import Jagged, distinct_rows
+
+    rows = Jagged(torch.tensor([1, 1, 0, 2, 1, 1, 0, 1, 2]), torch.tensor([1, 2, 0, 1, 2, 0, 1, 2]))
+    # rows: [1] [1,0] [] [2] [1,1] [] [0] [1,2]
+    distinct, inverse = distinct_rows(rows)
+    as_lists = [distinct.values[a:b].tolist() for a, b in zip(distinct.offsets[:-1], distinct.offsets[1:],
+                                                                strict=True)]
+    original = [[1], [1, 0], [], [2], [1, 1], [], [0], [1, 2]]
+    assert [as_lists[i] for i in inverse.tolist()] == original
+    assert len(as_lists) == 7 and sorted(map(tuple, as_lists)) == sorted({tuple(r) for r in original})
+    with pytest.raises(UsageProblem, match="needs layout='request'"):
+        RequestBatch(lengths=torch.tensor([1])).to_kjt("impression", dedup=True)

@@ -267,3 +267,39 @@ def test_impression_level_lists_are_skipped_by_the_trainer(tmp_path):
     batch = ModelBatch.of(next(iter(spec.dataset(str(tmp_path / "out"), 10))), spec)
     assert batch.impression_ids.shape == (6, len(spec.impression_ids))
 
+
+
+@pytest.fixture(scope="module")
+def clustered_out(tmp_path_factory):
+    """Repeat users (a history that slides or stays between requests), clustered by user."""
+    from roolog.synthetic import generate_repeat_users
+
+    tmp = tmp_path_factory.mktemp("clustered")
+    pq.write_table(generate_repeat_users(users=80, requests_per_user=12, history_len=30, seed=2), tmp / "log.parquet")
+    roolog.convert([str(tmp / "log.parquet")], str(tmp / "out"), key="request_id", order_by="position",
+                   cluster_by="user_id", shards=2, progress=False)
+    return str(tmp / "out")
+
+
+def test_dedup_encodes_each_distinct_history_once_with_the_same_logits(clustered_out):
+    model, spec = _trained_model(clustered_out)
+    requests = next(iter(spec.dataset(clustered_out, 200, batch_requests=96)))
+    plain, dedup = ModelBatch.of(requests, spec), ModelBatch.of(requests, spec, dedup=True)
+    history = requests.request_ids[spec.sequences[0]]
+    rows = [tuple(history.values[a:b].tolist()) for a, b in zip(history.offsets[:-1], history.offsets[1:],
+                                                                 strict=True)]
+    assert len(dedup.sequence_offsets[0]) - 1 == len(set(rows)) < len(rows)  # counted by hand
+    assert int(dedup.sequence_offsets[0][-1]) == sum(len(r) for r in set(rows))
+    with torch.no_grad():
+        torch.testing.assert_close(model(dedup), model(plain), rtol=1e-5, atol=1e-5)
+        assert model(plain).std() > 1e-3
+
+
+def test_dedup_through_the_cli(clustered_out):
+    runs = {dedup: json.loads(run_cli("train", clustered_out, *(["--dedup"] if dedup else []), "--max-steps", "6",
+                                      "--device", "cpu", "--json", "--quiet").stdout) for dedup in (False, True)}
+    assert runs[True]["dedup"] is True and runs[False]["dedup"] is False
+    assert runs[True]["first_loss"] == pytest.approx(runs[False]["first_loss"], abs=1e-5)
+    assert runs[True]["eval"]["auc"] == pytest.approx(runs[False]["eval"]["auc"], abs=1e-4)
+    refused = run_cli("train", clustered_out, "--dedup", "--layout", "impression")
+    assert refused.returncode == 2 and "needs --layout request" in refused.stderr
