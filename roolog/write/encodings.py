@@ -14,8 +14,9 @@ only ever paid where it buys a twentieth of a column and a two-hundredth of the 
 2% of the sample are not tried. A small output (input up to SMALL_INPUT_BYTES) may also have every column
 still at the run's level raised together to one of WHOLE_LEVELS, when that makes the whole sample at least
 WHOLE_PAYS smaller (a wide log of many small list columns: each too small to try alone; tried on the
-sample's first MB). The budget: zstd 16 compresses at about 10 MB/s here against some 200 MB/s at 3, so
-on 64 MB of input the raised level costs at most a few seconds more; larger outputs never pay it.
+sample's first MB). The budget: zstd 16 compresses a history column at about 4 MB/s here against some
+200 MB/s at 3, so on 8 MB of input the raised level costs at most about 2 s more (measured: a 14 MB log
+took 4 s more, which is why the bound is 8 MB); larger outputs never pay it.
 
 Two more choices are made on the same sample. The footer (`footer_settings`): min/max statistics only where
 readers filter (the key, request-level scalars; and 0/1 label lists, which `convert` reads back to suggest
@@ -55,12 +56,13 @@ TRIALS = 2  # columns tried at once
 LEVEL_SAMPLE_BYTES = 512 << 10  # the levels are tried on each column's first requests up to this many bytes
 LEVEL_SHARE = 0.02  # ... of the columns that hold at least this share of the sample's bytes
 LEVEL_PAYS = 0.005  # and a higher level is kept when it saves at least this share of the sample's bytes
-SMALL_INPUT_BYTES = 64 << 20  # outputs whose inputs are at most this big may raise every column's level
+SMALL_INPUT_BYTES = 8 << 20  # outputs whose inputs are at most this big may raise every column's level
 WHOLE_LEVELS = (9, 16)  # ... to one of these (19 and 22 gained nothing more on the wide logs tried)
 WHOLE_SAMPLE_BYTES = 1 << 20  # ... tried on the sample's first requests up to this many bytes
 WHOLE_PAYS = 0.01  # ... when that makes the whole sample at least this share smaller
 REQUEST_ORDER = "request_order"  # the settings' entry for the order chosen (None: input order; not a writer option)
 ORDER_PAYS = 0.01  # a request order is kept when it makes the sample at least this share smaller
+ORDER_SAMPLE_BYTES = 2 << 20  # ... tried on the sample's first requests up to this many bytes, at the run's level
 
 
 def _size(table: pa.Table, compression_level: int, **settings) -> int:
@@ -85,6 +87,12 @@ def writer_settings(encodings: dict | None, compression_level: int) -> dict:
     column, which win) on top."""
     settings = {k: v for k, v in (encodings or {}).items() if k != REQUEST_ORDER}
     return {"compression": "zstd", "compression_level": compression_level, **settings}
+
+
+def _head(sample: pa.Table, size: int) -> pa.Table:
+    """The sample's first requests, up to the one that brings them to `size` bytes (in memory)."""
+    upto = np.cumsum(sum((row_bytes(c) for c in sample.columns), np.zeros(sample.num_rows)))
+    return sample.slice(0, int(np.searchsorted(upto, size, side="left")) + 1)
 
 
 def _written_size(table: pa.Table, settings: dict, compression_level: int) -> int:
@@ -115,10 +123,12 @@ def choose_request_order(sample: pa.Table, settings: dict, compression_level: in
     sample smallest written with `settings`, if it saves at least ORDER_PAYS; None: input order."""
     if sample.num_rows < 2 or not candidates:
         return None
-    best, smallest = None, (1 - ORDER_PAYS) * _written_size(sample, settings, compression_level)
+    head = _head(sample, ORDER_SAMPLE_BYTES)
+    trial = {k: v for k, v in settings.items() if k != "compression_level"}  # (raised levels are slow to try)
+    best, smallest = None, (1 - ORDER_PAYS) * _written_size(head, trial, compression_level)
     for name, key in candidates.items():
-        order = pc.sort_indices(pa.table({"key": key}), [("key", "ascending")])  # stable
-        size = _written_size(sample.take(order), settings, compression_level)
+        order = pc.sort_indices(pa.table({"key": key.slice(0, head.num_rows)}), [("key", "ascending")])  # stable
+        size = _written_size(head.take(order), trial, compression_level)
         if size <= smallest:
             best, smallest = name, size
     return best
@@ -149,8 +159,7 @@ def _whole_level(sample: pa.Table, settings: dict, compression_level: int) -> di
     """The per-column levels with every column still at the run's level raised to the WHOLE_LEVELS level
     that makes the sample smallest, if that saves at least WHOLE_PAYS of it."""
     levels = settings["compression_level"]
-    upto = np.cumsum(sum((row_bytes(c) for c in sample.columns), np.zeros(sample.num_rows)))
-    head = sample.slice(0, int(np.searchsorted(upto, WHOLE_SAMPLE_BYTES, side="left")) + 1)
+    head = _head(sample, WHOLE_SAMPLE_BYTES)
     best, smallest = levels, (1 - WHOLE_PAYS) * _written_size(head, settings, compression_level)
     for higher in (lv for lv in WHOLE_LEVELS if lv > compression_level):
         raised = {path: higher if level == compression_level else level for path, level in levels.items()}
