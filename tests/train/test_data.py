@@ -518,7 +518,6 @@ def test_dedup_kjt_stores_each_distinct_request_row_once_and_pools_the_same(clus
             torch.testing.assert_close(got[f], want[f])
     assert done == len(rows)
     assert totals["dedup"] <= 0.15 * totals["plain"], totals  # issue 25's target on snapshot histories
-    print(f"history values: dedup {totals['dedup']:,} of {totals['plain']:,} ({totals['dedup'] / totals['plain']:.3f}x)")
 
 
 def test_distinct_rows_tell_apart_what_differs_only_in_length_or_order():
