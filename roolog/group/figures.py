@@ -1,8 +1,9 @@
 """The storage-savings figures: what a run read, what it wrote, and where the bytes went.
 
-Logical bytes are Arrow's in-memory sizes (what a trainer moves); on-disk bytes come from the Parquet
-footers (what storage pays). The two differ a lot, because Parquet's dictionary/RLE encoding already
-absorbs much of the repetition on disk: the report keeps them apart on purpose. (Their text: roolog.stats.report.)
+Logical bytes are Arrow's in-memory sizes (what a trainer moves); on-disk bytes are read from the shards
+themselves (what storage pays; where they go: roolog.write.anatomy). The two differ a lot, because Parquet's
+dictionary/RLE encoding already absorbs much of the repetition on disk: the report keeps them apart on
+purpose. (Their text: roolog.stats.report.)
 
 They live in the group stage because counting starts there (the Arrow bytes of each batch as it is grouped);
 write, run and stats add to them and read them, and none of these may be imported by grouping.
@@ -11,7 +12,6 @@ write, run and stats add to them and read them, and none of these may be importe
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 
 
 def add_column_bytes(totals: dict[str, int], batch) -> None:
@@ -49,22 +49,6 @@ class LengthHistogram:
         mean = float((np.arange(len(self.counts)) * self.counts).sum() / total)
         return {"min": int(nonzero[0]), "median": self.quantile(0.5), "mean": round(mean, 3),
                 "p99": self.quantile(0.99), "max": int(nonzero[-1])}
-
-
-def on_disk_column_bytes(paths: list[str]) -> dict[str, dict[str, int]]:
-    """Compressed and uncompressed bytes per top-level column, summed over every shard's row groups."""
-    sizes: dict[str, dict[str, int]] = {}
-    for path in paths:
-        md = pq.ParquetFile(path).metadata
-        for rg in range(md.num_row_groups):
-            group = md.row_group(rg)
-            for c in range(group.num_columns):
-                chunk = group.column(c)
-                name = chunk.path_in_schema.split(".")[0]
-                entry = sizes.setdefault(name, {"compressed": 0, "uncompressed": 0})
-                entry["compressed"] += chunk.total_compressed_size
-                entry["uncompressed"] += chunk.total_uncompressed_size
-    return sizes
 
 
 def ratio(a: float, b: float) -> float | None:

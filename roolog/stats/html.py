@@ -96,13 +96,18 @@ def render_output(report: dict) -> str:
     columns: dict[str, list] = {}
     for p in report["partitions"]:
         for c in p["columns"]:
-            entry = columns.setdefault(c["name"], [c["level"], 0, 0])
-            entry[1] += c["uncompressed_bytes"]
-            entry[2] += c["compressed_bytes"]
+            entry = columns.setdefault(c["name"], [c["level"], 0, 0, 0, 0, 0])
+            for i, part in enumerate(("uncompressed_bytes", "compressed_bytes", "values_bytes", "levels_bytes",
+                                      "footer_bytes"), 1):
+                entry[i] += c[part]
     body.append("<h2>Bytes per column on disk</h2>")
-    body.append(bar_chart([(n, u, c) for n, (_, u, c) in columns.items()], "uncompressed", "compressed"))
-    body.append(_table(["column", "level", "uncompressed", "compressed"],
-                       [[n, lv, human_bytes(u), human_bytes(c)] for n, (lv, u, c) in columns.items()], text_columns=2))
+    body.append(bar_chart([(n, u, c) for n, (_, u, c, *_) in columns.items()], "uncompressed", "compressed"))
+    body.append(_table(["column", "level", "uncompressed", "compressed", "values", "levels", "footer"],
+                       [[n, lv, *map(human_bytes, sizes)] for n, (lv, *sizes) in columns.items()], text_columns=2))
+    footers = sum(p["file_footer_bytes"] for p in report["partitions"])
+    body.append(f"<p>The footers' own bytes (key-value metadata, row groups' fields): {human_bytes(footers)}. "
+                "Levels are the repetition and definition levels of each list column (in v1 pages, measured "
+                "compressed on their own).</p>")
     return _page(f"roolog stats: {report['output']}", "".join(body))
 
 

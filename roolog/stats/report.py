@@ -44,16 +44,32 @@ def format_summary(report: dict) -> str:
         f"(x{t['storage_ratio']}); in memory: {human_bytes(t['logical_bytes_impression'])} -> "
         f"{human_bytes(t['logical_bytes_request'])} (x{t['logical_ratio']})",
     ]
-    rows = [("column", "level", "memory before", "memory after", "on disk")]
+    rows = [("column", "level", "memory before", "memory after", "on disk", "values", "levels", "footer")]
     for c in report["columns"]:
         rows.append((c["name"], c["level"], human_bytes(c["logical_bytes_impression"]),
-                     human_bytes(c["logical_bytes_request"]), human_bytes(c["on_disk_bytes"])))
+                     human_bytes(c["logical_bytes_request"]), human_bytes(c["on_disk_bytes"]),
+                     human_bytes(c["values_bytes"]), human_bytes(c["levels_bytes"]), human_bytes(c["footer_bytes"])))
     lines += ["  " + line for line in format_table(rows, text_columns=2)]
+    lines.append(_where_bytes_go(report["columns"], t["file_footer_bytes"], t["output_bytes"]))
     if report.get("demoted"):
         lines.append(f"  demoted to impression level (varied inside a request): {', '.join(report['demoted'])}")
     if report.get("null_key_rows_dropped"):
         lines.append(f"  rows dropped for a null key: {report['null_key_rows_dropped']:,}")
     return "\n".join(lines)
+
+
+def _where_bytes_go(columns: list[dict], file_footer: int, total: int) -> str:
+    """One line: the output's bytes split into values, levels, page headers and footers."""
+    part = {k: sum(c[k] for c in columns) for k in ("values_bytes", "levels_bytes", "page_header_bytes",
+                                                    "footer_bytes")}
+    footers = part["footer_bytes"] + file_footer
+
+    def share(n: int) -> str:
+        return f"{human_bytes(n)} ({_percent(n / total) if total else '-'})"
+
+    return (f"  where the bytes go: values {share(part['values_bytes'])}, repetition/definition levels "
+            f"{share(part['levels_bytes'])}, page headers {share(part['page_header_bytes'])}, footers "
+            f"{share(footers)}")
 
 
 def _partitioned_summary(report: dict) -> str:
@@ -136,11 +152,13 @@ def format_output_stats(report: dict, width: int | None = None) -> str:
         lines += ["  " + line for line in fit_table(rows, 1, width)]
         return "\n".join(lines)
     unit = report["partitions"][0]
-    columns: list[tuple[str, ...]] = [("column", "level", "compressed", "uncompressed")]
+    columns: list[tuple[str, ...]] = [("column", "level", "compressed", "uncompressed", "values", "levels",
+                                       "footer")]
     for c in unit["columns"]:
-        columns.append((c["name"], c["level"], human_bytes(c["compressed_bytes"]),
-                        human_bytes(c["uncompressed_bytes"])))
+        columns.append((c["name"], c["level"], *(human_bytes(c[k]) for k in (
+            "compressed_bytes", "uncompressed_bytes", "values_bytes", "levels_bytes", "footer_bytes"))))
     lines += ["  " + line for line in fit_table(columns, 2, width)]
+    lines.append(_where_bytes_go(unit["columns"], unit["file_footer_bytes"], unit["bytes"]))
     run = unit["report"]
     if run:
         lines.append(f"  the run: {run['totals']['rows']:,} impressions in {run['wall_seconds']} s, in memory "

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import RoologError, UsageProblem
-from ..group.figures import LengthHistogram, on_disk_column_bytes, ratio
+from ..group.figures import LengthHistogram, ratio
 from ..group.grouper import N_COL, null_keys_dropped
 from ..group.inverse import impression_rows
 from ..group.ordering import is_cluster_type
@@ -30,6 +30,7 @@ from ..log import bar
 from ..read.arrow_types import parse_type
 from ..read.sources import ReadOptions, Source, resolve_inputs
 from ..version import __version__
+from ..write.anatomy import written_bytes
 from ..write.checks import check_shards
 from ..write.encodings import choose_encodings, writer_settings
 from ..write.manifest import LEDGER, MANIFEST, PartitionedManifest, UnitManifest, read_manifest, read_report
@@ -242,7 +243,8 @@ def _output_stats(out: str, found: list[tuple[str, UnitManifest]]) -> dict:
     units: list[dict] = []
     for folder, manifest in found:
         report = read_report(folder)
-        disk = on_disk_column_bytes([os.path.join(folder, s.file) for s in manifest.shards])
+        disk = written_bytes(folder, [s.file for s in manifest.shards], manifest.encodings,
+                             manifest.options["compression_level"])
         spec = manifest.schema
         level = {c: "request" for c in spec.request} | {c: "impression" for c in spec.impression}
         level |= {c: "key" for c in spec.key}
@@ -252,8 +254,11 @@ def _output_stats(out: str, found: list[tuple[str, UnitManifest]]) -> dict:
             "partition": None if folder == out else os.path.basename(folder),
             "requests": totals.requests, "impressions": totals.impressions, "shards": totals.shards,
             "bytes": totals.bytes, "input_bytes": input_bytes, "storage_ratio": ratio(input_bytes, totals.bytes),
-            "columns": [{"name": n, "level": level.get(n, "count"), "compressed_bytes": b["compressed"],
-                         "uncompressed_bytes": b["uncompressed"]} for n, b in disk.items()],
+            "columns": [{"name": n, "level": level.get(n, "count"), "compressed_bytes": b.compressed,
+                         "uncompressed_bytes": b.uncompressed, "values_bytes": b.values, "levels_bytes": b.levels,
+                         "page_header_bytes": b.page_headers, "footer_bytes": b.footer}
+                        for n, b in disk.columns.items()],
+            "file_footer_bytes": disk.file_footer, "other_bytes": disk.other,
             "report": report,
         })
     total = {k: sum(u[k] for u in units) for k in ("requests", "impressions", "shards", "bytes", "input_bytes")}

@@ -11,12 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..group.figures import LengthHistogram, on_disk_column_bytes, ratio
+from ..group.figures import LengthHistogram, ratio
 from ..group.grouper import Grouping
 from ..group.keys import key_hashes
 from ..group.schema import LogSchema, label_like
 from ..read.inputs import InputFile, InputRecord, file_xxh64
 from ..version import __version__
+from .anatomy import ColumnBytes, written_bytes
 from .manifest import (
     COUNT_COLUMN,
     MANIFEST,
@@ -66,24 +67,26 @@ class UnitResult:
 def finish_unit(unit: UnitResult, files: list[InputFile], inputs: list[InputRecord], options: dict,
                 wall: float) -> UnitReport:
     """Write the unit's report, then its manifest (what makes it finished), into its folder."""
-    report = unit_report(unit, files, wall)
+    report = unit_report(unit, files, wall, options["compression_level"])
     write_json_atomic(os.path.join(unit.folder, REPORT), report.to_json())
     write_json_atomic(os.path.join(unit.folder, MANIFEST), unit_manifest(unit, inputs, options).to_json())
     return report
 
 
-def unit_report(unit: UnitResult, files: list[InputFile], wall: float) -> UnitReport:
-    """Sizes before and after, per column and in total (on-disk bytes from the footers of the unit's shards);
-    the partition column, which lives in the folder's name, is left out."""
+def unit_report(unit: UnitResult, files: list[InputFile], wall: float, run_level: int) -> UnitReport:
+    """Sizes before and after, per column and in total (on-disk bytes read from the unit's shards, split into
+    values, levels, page headers and footer: roolog.write.anatomy); the partition column, which lives in the
+    folder's name, is left out."""
     grouping, partition = unit.grouping, unit.partition
-    disk = on_disk_column_bytes([os.path.join(unit.folder, s.file) for s in unit.shards])
+    disk = written_bytes(unit.folder, [s.file for s in unit.shards], unit.encodings, run_level)
     rows = sum(s.impressions for s in unit.shards)
     columns = []
     for col in (n for n in unit.schema.names if n != partition):
         level = "key" if col in grouping.key else ("request" if col in grouping.levels.request else "impression")
         before, after = unit.input_bytes[col], unit.output_bytes.get(col, 0)
-        columns.append(ColumnFigures(col, level, before, after, ratio(before, after),
-                                     disk.get(col, {}).get("compressed", 0)))
+        on_disk = disk.columns.get(col, ColumnBytes())
+        columns.append(ColumnFigures(col, level, before, after, ratio(before, after), on_disk.compressed,
+                                     on_disk.values, on_disk.levels, on_disk.page_headers, on_disk.footer))
     columns.sort(key=lambda c: c.logical_bytes_impression - c.logical_bytes_request, reverse=True)
     in_bytes, out_bytes = sum(f.size for f in files), sum(s.bytes for s in unit.shards)
     logical_in = sum(b for c, b in unit.input_bytes.items() if c != partition)
@@ -91,7 +94,7 @@ def unit_report(unit: UnitResult, files: list[InputFile], wall: float) -> UnitRe
     totals = ReportTotals(rows=rows, requests=sum(s.requests for s in unit.shards), shards=len(unit.shards),
                           input_bytes=in_bytes, output_bytes=out_bytes, storage_ratio=ratio(in_bytes, out_bytes),
                           logical_bytes_impression=logical_in, logical_bytes_request=logical_out,
-                          logical_ratio=ratio(logical_in, logical_out))
+                          logical_ratio=ratio(logical_in, logical_out), file_footer_bytes=disk.file_footer)
     return UnitReport(partition=unit.name, totals=totals, impressions_per_request=unit.lengths.summary(),
                       columns=columns, demoted=list(grouping.levels.demoted),
                       null_key_rows_dropped=unit.null_key_rows, spill=unit.spill, wall_seconds=round(wall, 3),

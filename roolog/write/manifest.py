@@ -170,7 +170,11 @@ class ColumnFigures:
     logical_bytes_impression: int  # Arrow bytes as read (one value per impression)
     logical_bytes_request: int  # Arrow bytes in the shards
     logical_ratio: float | None
-    on_disk_bytes: int  # compressed bytes in the shards' footers
+    on_disk_bytes: int  # its column chunks' bytes in the shards (values + levels + page headers)
+    values_bytes: int  # where those go (roolog.write.anatomy): the values,
+    levels_bytes: int  # the repetition/definition levels (v1 pages: compressed on their own, an estimate),
+    page_header_bytes: int  # and the pages' headers;
+    footer_bytes: int  # and its share of the shards' footers (schema elements, column chunk metadata)
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,7 @@ class ReportTotals:
     logical_bytes_impression: int
     logical_bytes_request: int
     logical_ratio: float | None
+    file_footer_bytes: int  # the footers' bytes that are no column's (key-value metadata such as ARROW:schema)
 
 
 @dataclass(frozen=True)
