@@ -349,6 +349,9 @@ def _output_holding(path: str) -> str | None:
 @click.option("--dedup", is_flag=True,
               help="Encode each distinct history of a batch once (RecD's dedup; the same logits to float "
                    "rounding): pays on an output made with --cluster-by.")
+@click.option("--keep-together", multiple=True, metavar="COL",
+              help="Shuffle whole users: runs of requests equal in COL (the output's --cluster-by columns, "
+                   "first ones) move together, so a user's requests share a batch (repeatable).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto takes CUDA when present (bf16 autocast, pinned memory), else the CPU.")
 @click.option("--smoke", is_flag=True,
@@ -397,6 +400,7 @@ def train_command(out, as_json, quiet, **options):
       roolog train out --smoke                      # after convert, in cron: exit 1 unless it learns
       roolog train out --epochs 3 --save model/ --json
       roolog train out --dedup                      # on an output converted with --cluster-by user_id
+      roolog train out --dedup --keep-together user_id   # ... and a user's requests in one batch
     """
     try:
         from .train import TrainConfig, train

@@ -83,7 +83,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .errors import RoologError, UsageProblem
 from .group.keys import key_hashes, xxh64_u64
-from .group.values import offsets_from_lengths
+from .group.values import adjacent_differs, offsets_from_lengths
 from .read.arrow_types import conform, unify
 from .write.checks import check_shards, units
 from .write.manifest import UnitManifest, UnitSchema
@@ -568,6 +568,14 @@ class RequestDataset(IterableDataset):
     shuffle, seed
         Row groups, and the requests read of each, in a random order fixed by (seed, epoch) and the number
         of ranks and workers.
+    keep_together
+        Request-level columns the output is clustered by (`roolog convert --cluster-by`, its first columns):
+        a shuffle then moves whole runs of requests with equal values (a user's requests) instead of single
+        requests, so they stay next to each other and mostly in one batch, where ``to_kjt(dedup=True)`` stores
+        their shared history once. Shuffling then means: row groups in a random order, and in each the users
+        in a random order; a user's requests keep their order, and a batch may still split a user at its
+        edges (and where a user's requests span row groups). Without `shuffle` a clustered output is read in
+        order, a user's requests already together.
     rank, world_size
         This process's share (default: ``torch.distributed``'s when initialised, else 0 of 1).
     split, eval_percent
@@ -599,7 +607,7 @@ class RequestDataset(IterableDataset):
                  split: Literal["all", "train", "eval"] = "all", eval_percent: int = 10,
                  id_buckets: int | None = None, tokenize: Sequence[str] = (), max_list_length: int | None = None,
                  also_dense: Sequence[str] = (), dense_dtype: torch.dtype = torch.float32, exploded: bool = False,
-                 verify: bool = True):
+                 verify: bool = True, keep_together: Sequence[str] = ()):
         super().__init__()
         if not os.path.isdir(out):
             raise UsageProblem(f"{out}: no such folder (give the OUT folder of `roolog convert`)")
@@ -633,6 +641,13 @@ class RequestDataset(IterableDataset):
         self.split, self.eval_percent = split, eval_percent
         self.id_buckets, self.max_list_length, self.dense_dtype = id_buckets, max_list_length, dense_dtype
         self.exploded = exploded
+        self.keep_together = list(keep_together)
+        for folder, m in with_shards:
+            clustered = list(m.options.get("cluster_by") or [])
+            if self.keep_together and clustered[:len(self.keep_together)] != self.keep_together:
+                raise UsageProblem(f"keep_together={self.keep_together} needs an output clustered by them first "
+                                   f"({folder} is clustered by {clustered or 'nothing'}); convert with "
+                                   + " ".join(f"--cluster-by {c}" for c in self.keep_together))
 
     @property
     def requests(self) -> int:
@@ -686,7 +701,8 @@ class RequestDataset(IterableDataset):
     def _tables(self, segments: list[Segment], only: list[str] | None = None) -> Iterator[pa.Table]:
         files: dict[str, pq.ParquetFile] = {}
         key = list(self.features.key) if self.split != "all" else []  # the split is decided by the key
-        columns = list(dict.fromkeys([*key, *(only if only is not None else self.features.columns)]))
+        together = self.keep_together if self.shuffle else []
+        columns = list(dict.fromkeys([*key, *together, *(only if only is not None else self.features.columns)]))
         for s in segments:
             g = s.group
             if g.path not in files:
@@ -701,7 +717,7 @@ class RequestDataset(IterableDataset):
             table = conform(table, pa.schema([self.arrow.field(c) for c in columns]))
             if self.shuffle:
                 seed = [self.seed, self.epoch, xxhash.xxh32_intdigest(g.name.encode()), g.index, s.start]
-                table = table.take(np.random.default_rng(seed).permutation(table.num_rows))
+                table = table.take(_shuffled(table, together, np.random.default_rng(seed)))
             if self.split != "all":
                 held_out = in_eval_split(table, self.features.key, self.eval_percent)
                 table = table.filter(pa.array(held_out if self.split == "eval" else ~held_out))
@@ -733,6 +749,28 @@ class RequestDataset(IterableDataset):
             rest = table.slice(cuts[-1])
         if rest is not None and rest.num_rows:
             yield rest
+
+
+def _shuffled(table: pa.Table, together: list[str], rng: np.random.Generator) -> np.ndarray:
+    """A permutation of the table's rows; with `together`, of its runs of rows equal in those columns (each
+    run kept whole and in order)."""
+    if not together:
+        return rng.permutation(table.num_rows)
+    n = table.num_rows
+    differs = np.zeros(max(n - 1, 0), dtype=bool)
+    for name in together:
+        differs |= adjacent_differs(table.column(name))
+    starts = np.concatenate([[0], np.flatnonzero(differs) + 1]) if n else np.zeros(0, np.int64)
+    lengths = np.diff(np.append(starts, n))
+    order = rng.permutation(len(starts))
+    return _ranges(starts[order], lengths[order])
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The row numbers of the ranges [start, start + length), one after the other."""
+    total = int(lengths.sum())
+    first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return first + np.arange(total)
 
 
 def batch_cuts(lengths: np.ndarray, batch_requests: int | None, batch_impressions: int | None) -> list[int]:

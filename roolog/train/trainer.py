@@ -43,6 +43,7 @@ class TrainConfig:
     label: str | None = None
     layout: str = "request"  # or "impression": the classic one-example-per-impression pipeline
     dedup: bool = False  # encode each distinct history of a batch once (request layout)
+    keep_together: tuple[str, ...] = ()  # shuffle whole runs of these (the output's --cluster-by) columns
     device: str = "auto"
     epochs: int = 1
     max_steps: int | None = None
@@ -196,7 +197,8 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     common: dict[str, Any] = dict(eval_percent=cfg.eval_percent, batch_impressions=cfg.batch_impressions,
                                   exploded=cfg.layout == "impression", seed=cfg.seed,
                                   verify=False)  # shard_files checked every shard
-    train_set = spec.dataset(out, cfg.max_history, split="train", shuffle=True, **common)
+    train_set = spec.dataset(out, cfg.max_history, split="train", shuffle=True,
+                             keep_together=list(cfg.keep_together), **common)
     eval_loader = _loader(spec.dataset(out, cfg.max_history, split="eval", **common), cfg, device)
     model = RequestAwareModel(model_config(spec, cfg)).to(device)
     optimizers = _optimizers(model, cfg)
@@ -234,7 +236,8 @@ def _train(out: str, cfg: TrainConfig) -> dict:
     train_seconds = time.perf_counter() - started
     speed_figures = speed.figures()  # before eval, which is not training
     metrics = evaluate(model, eval_loader, spec, device, SMOKE_EVAL_IMPRESSIONS if cfg.smoke else None)
-    summary = {"output": out, "device": str(device), "layout": cfg.layout, "dedup": cfg.dedup, "label": spec.label,
+    summary = {"output": out, "device": str(device), "layout": cfg.layout, "dedup": cfg.dedup,
+               "keep_together": list(cfg.keep_together), "label": spec.label,
                "steps": len(losses), "epochs_started": epoch + 1, "train_seconds": train_seconds,
                "stopped_by_time_limit": timed_out,
                "first_loss": losses[0], "last_loss": losses[-1], "loss_fell": loss_fell(losses),

@@ -2,6 +2,7 @@
 same pooled embeddings from both KJT layouts, work split over ranks and workers, --row-group-requests."""
 
 import collections
+import itertools
 import json
 import os
 import socket
@@ -533,3 +534,63 @@ def test_distinct_rows_tell_apart_what_differs_only_in_length_or_order():
     assert len(as_lists) == 7 and sorted(map(tuple, as_lists)) == sorted({tuple(r) for r in original})
     with pytest.raises(UsageProblem, match="needs layout='request'"):
         RequestBatch(lengths=torch.tensor([1])).to_kjt("impression", dedup=True)
+
+
+@pytest.fixture(scope="module")
+def clustered_groups(tmp_path_factory):
+    """Repeat users clustered by user, in row groups of 100 requests."""
+    from roolog.synthetic import generate_repeat_users
+
+    tmp = tmp_path_factory.mktemp("clustered_groups")
+    pq.write_table(generate_repeat_users(users=50, requests_per_user=12, history_len=10, seed=3), tmp / "log.parquet")
+    roolog.convert([str(tmp / "log.parquet")], str(tmp / "out"), key="request_id", order_by="position",
+                   cluster_by="user_id", shards=1, row_group_requests=100, progress=False)
+    return str(tmp / "out")
+
+
+def _users_read(out: str, **options) -> list[int]:
+    data = RequestDataset(out, batch_requests=32, shuffle=True, **options)
+    return [v for batch in data for v in batch.request_ids["user_id"].values.tolist()]
+
+
+def test_keep_together_shuffles_whole_users(clustered_groups):
+    rows = shard_table(clustered_groups)
+    users = rows.column("user_id").to_pylist()
+    groups = pq.ParquetFile(os.path.join(clustered_groups, "part-00000.parquet")).num_row_groups
+    assert groups >= 5
+
+    def runs(seq: list[int]) -> int:
+        return 1 + sum(a != b for a, b in itertools.pairwise(seq))
+
+    together = _users_read(clustered_groups, keep_together=["user_id"])
+    assert sorted(together) == sorted(users)  # every request once
+    # each user's requests are one run, except where a user's requests span row groups (counted by hand)
+    assert runs(together) <= runs(users) + groups - 1
+    # shuffled: users in another order inside the row groups too (not only the row groups moved)
+    steps = set(itertools.pairwise(users))
+    assert sum(step not in steps for step in itertools.pairwise(together) if step[0] != step[1]) > groups
+    assert _users_read(clustered_groups, keep_together=["user_id"]) == together  # fixed by seed and epoch
+    scattered = _users_read(clustered_groups)
+    assert runs(scattered) > 3 * runs(users)  # a plain shuffle moves single requests
+
+    # a user's requests keep their order: request times of each user read as they are in the shard
+    data = RequestDataset(clustered_groups, batch_requests=32, shuffle=True, keep_together=["user_id"],
+                          columns=["user_id", "request_time"], dense_dtype=torch.float64)
+    seen: dict[int, list] = collections.defaultdict(list)
+    for batch in data:
+        for u, t in zip(batch.request_ids["user_id"].values.tolist(), batch.request_dense["request_time"].tolist(),
+                        strict=True):
+            seen[u].append(t)
+    by_user: dict[int, list] = collections.defaultdict(list)
+    for u, t in zip(users, rows.column("request_time").cast(pa.int64()).to_pylist(), strict=True):
+        by_user[u].append(float(t))
+    assert {u: sorted(ts) for u, ts in seen.items()} == {u: sorted(ts) for u, ts in by_user.items()}
+    assert sum(ts != sorted(ts) for ts in seen.values()) <= groups  # only users split across row groups may interleave
+
+
+def test_keep_together_needs_an_output_clustered_by_it(clustered_groups, tmp_path):
+    with pytest.raises(UsageProblem, match="needs an output clustered by them first.*--cluster-by request_time"):
+        RequestDataset(clustered_groups, keep_together=["request_time"])
+    plain = sample_output(tmp_path / "plain")
+    with pytest.raises(UsageProblem, match="clustered by nothing"):
+        RequestDataset(plain, keep_together=["user_id"])

@@ -303,3 +303,14 @@ def test_dedup_through_the_cli(clustered_out):
     assert runs[True]["eval"]["auc"] == pytest.approx(runs[False]["eval"]["auc"], abs=1e-4)
     refused = run_cli("train", clustered_out, "--dedup", "--layout", "impression")
     assert refused.returncode == 2 and "needs --layout request" in refused.stderr
+
+
+def test_keep_together_through_the_cli(clustered_out):
+    run = run_cli("train", clustered_out, "--dedup", "--keep-together", "user_id", "--max-steps", "4",
+                  "--device", "cpu", "--json", "--quiet")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["keep_together"] == ["user_id"] and summary["dedup"] is True and summary["steps"] == 4
+    refused = run_cli("train", clustered_out, "--keep-together", "request_time", "--max-steps", "1")
+    assert refused.returncode == 2 and "--cluster-by request_time" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
