@@ -20,14 +20,18 @@ broadcasts them with `pooled[batch.request_index()]`: on the CPU, fbgemm's backw
 loop per row, which this avoids.
 
 Then dedup (RecD): a time-ordered log of repeat users whose history (100 items) stays the same between a
-user's requests, converted with --cluster-by user_id; the bundled trainer's request layout without and
-with --dedup (each distinct history of a batch encoded once), and the EBC model on to_kjt("impression"),
-to_kjt("request") and to_kjt("request", dedup=True).
+user's requests, converted with --cluster-by user_id, at batches of 512 and of 4,096 impressions; the
+bundled trainer's request layout without and with --dedup (each distinct history of a batch encoded once),
+both with --keep-together user_id (a shuffle of whole users, so that a user's requests share a batch),
+and the EBC model on to_kjt("impression"), to_kjt("request") and to_kjt("request", dedup=True) (read in
+order: a user's requests are adjacent). A fourth EBC variant ("dedup-index") pools each feature's distinct
+rows with the same EBC's tables and expands them with `pooled[inverse]`, not through TorchRec's
+inverse_indices: on the CPU, fbgemm's backward of that expansion is a loop per row.
 
     python scripts/bench_train.py              # history 100 and 1,000 (about 10 minutes on 2 CPU cores)
     python scripts/bench_train.py --quick      # small, a check that the script runs
     python scripts/bench_train.py --device cuda
-    python scripts/bench_train.py --dedup-only # only the dedup cases (about 3 minutes here)
+    python scripts/bench_train.py --dedup-only # only the dedup cases, medians of 3 (about 8 minutes here)
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -45,7 +50,7 @@ import torch
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
 import roolog  # noqa: E402
-from roolog.data import RequestBatch, RequestDataset  # noqa: E402
+from roolog.data import RequestBatch, RequestDataset, distinct_rows  # noqa: E402
 from roolog.synthetic import generate_impressions, generate_repeat_users  # noqa: E402
 from roolog.train import TrainConfig, train  # noqa: E402
 
@@ -80,9 +85,10 @@ def make_clustered(folder: str, history: int) -> str:
     return out
 
 
-def run(out: str, layout: str, history: int, steps: int, device: str, dedup: bool = False) -> dict:
-    cfg = TrainConfig(layout=layout, max_history=history, max_steps=steps, batch_impressions=512, device=device,
-                      warmup_steps=3, progress=False, dedup=dedup)
+def run(out: str, layout: str, history: int, steps: int, device: str, dedup: bool = False,
+        batch_impressions: int = 512, keep_together: tuple[str, ...] = ()) -> dict:
+    cfg = TrainConfig(layout=layout, max_history=history, max_steps=steps, batch_impressions=batch_impressions,
+                      device=device, warmup_steps=3, progress=False, dedup=dedup, keep_together=keep_together)
     return train(out, cfg)
 
 
@@ -117,6 +123,13 @@ class EBCModel(torch.nn.Module):
             by_request = self.request_ebc(kjt).values()[batch.request_index()]
         elif layout == "dedup":  # each distinct request row of the batch pooled once (RecD's IKJT)
             by_request = self.request_ebc(batch.to_kjt("request", keys=self.request, dedup=True)).values()
+        elif layout == "dedup-index":  # the same tables on each feature's distinct rows, expanded by indexing
+            rows, parts = batch.request_index(), []
+            for key in self.request:
+                distinct, inverse = distinct_rows(batch.request_ids[key])
+                pooled = self.request_ebc.embedding_bags[key](distinct.values, distinct.offsets)
+                parts.append(pooled[inverse[rows]])
+            by_request = torch.cat(parts, 1)
         else:
             by_request = self.request_ebc(batch.to_kjt(layout, keys=self.request)).values()
         by_impression = self.impression_ebc(batch.to_kjt("impression", keys=self.impression)).values()
@@ -126,19 +139,20 @@ class EBCModel(torch.nn.Module):
         return self.mlp(self.pooled(batch, layout)).squeeze(1)
 
 
-def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3) -> dict:
+def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3,
+                 batch_impressions: int = 512) -> dict:
     """impressions/s of the EBC model after `warmup` steps, data loading and to_kjt included."""
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
-    data = RequestDataset(out, batch_impressions=512, id_buckets=BUCKETS)
+    data = RequestDataset(out, batch_impressions=batch_impressions, id_buckets=BUCKETS)
     torch.manual_seed(0)
     first = next(iter(data))
     model = EBCModel(list(first.request_ids), list(first.impression_ids)).to(dev)
     with torch.no_grad():  # the layouts pool alike, or the figures mean nothing
-        a, b, c, d = (model.pooled(first.to(dev), kind) for kind in ("request", "impression", "split", "dedup"))
-        torch.testing.assert_close(a, b)
-        torch.testing.assert_close(a, c)
-        torch.testing.assert_close(a, d)
+        a, *others = (model.pooled(first.to(dev), kind) for kind in ("request", "impression", "split", "dedup",
+                                                                      "dedup-index"))
+        for other in others:
+            torch.testing.assert_close(a, other)
     opts = [torch.optim.SparseAdam([*model.request_ebc.parameters(), *model.impression_ebc.parameters()], lr=1e-3),
             torch.optim.Adam(model.mlp.parameters(), lr=1e-3)]
     seen, started, losses = 0, None, []
@@ -161,22 +175,40 @@ def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3
             "last_loss": losses[-1], "device": str(dev)}
 
 
-def dedup_cases(folder: str, device: str, quick: bool) -> dict:
+DEDUP_BATCHES = (512, 4096)  # impressions per batch
+EBC_LAYOUTS = ("impression", "request", "dedup", "dedup-index")
+
+
+def dedup_cases(folder: str, device: str, quick: bool, repeats: int = 1) -> dict:
+    """Each case `repeats` times (the output made once); the table gives the median impressions/s of each."""
     history = 100
     out = make_clustered(folder, history)
-    steps, torchrec_steps = (10, 10) if quick else (DEDUP_STEPS, DEDUP_TORCHREC_STEPS)
-    trainer = {name: run(out, layout, history, steps, device, dedup=name == "dedup")
-               for name, layout in (("impression", "impression"), ("request", "request"), ("dedup", "request"))}
-    ebc = {kind: run_torchrec(out, kind, torchrec_steps, device) for kind in ("impression", "request", "dedup")}
-    speed = {"trainer": {k: v["impressions_per_s"] for k, v in trainer.items()},
-             "TorchRec EBC": {k: v["impressions_per_s"] for k, v in ebc.items()}}
-    rows = []
-    for model, s in speed.items():
-        aucs = (f"{trainer['request']['eval']['auc']:.4f} | {trainer['dedup']['eval']['auc']:.4f}"
-                if model == "trainer" else "- | -")
-        rows.append(f"| {model} | {s['impression']:,.0f} | {s['request']:,.0f} | {s['dedup']:,.0f} | "
-                    f"{s['dedup'] / s['request']:.2f}x | {s['dedup'] / s['impression']:.2f}x | {aucs} |")
-    return {"rows": rows, "results": {"trainer": trainer, "torchrec": ebc}}
+    rows, results = [], {}
+    for batch in DEDUP_BATCHES:
+        scale = 512 / batch  # the same impressions seen at every batch size
+        steps, torchrec_steps = (10, 10) if quick else (max(8, int(DEDUP_STEPS * scale)),
+                                                        max(8, int(DEDUP_TORCHREC_STEPS * scale)))
+        runs = []
+        for _ in range(repeats):
+            trainer = {name: run(out, layout, history, steps, device, dedup=name == "dedup",
+                                 batch_impressions=batch, keep_together=("user_id",) if layout == "request" else ())
+                       for name, layout in (("impression", "impression"), ("request", "request"),
+                                            ("dedup", "request"))}
+            ebc = {kind: run_torchrec(out, kind, torchrec_steps, device, batch_impressions=batch)
+                   for kind in EBC_LAYOUTS}
+            runs.append({"bundled trainer": trainer, "TorchRec EBC": ebc})
+        for model in ("bundled trainer", "TorchRec EBC"):
+            s = {k: statistics.median(r[model][k]["impressions_per_s"] for r in runs) for k in runs[0][model]}
+            extra = (f"{s['dedup-index']:,.0f} | {s['dedup-index'] / s['impression']:.2f}x"
+                     if "dedup-index" in s else "- | -")
+            first = runs[0]["bundled trainer"]
+            aucs = (f"{first['request']['eval']['auc']:.4f} | {first['dedup']['eval']['auc']:.4f}"
+                    if model == "bundled trainer" else "- | -")
+            rows.append(f"| {model} | {batch:,} | {s['impression']:,.0f} | {s['request']:,.0f} | {s['dedup']:,.0f} | "
+                        f"{s['dedup'] / s['request']:.2f}x | {s['dedup'] / s['impression']:.2f}x | {extra} | {aucs} |")
+        results[batch] = runs
+        print(f"dedup, batches of {batch}: done", file=sys.stderr)
+    return {"rows": rows, "results": results}
 
 
 def main() -> None:
@@ -185,10 +217,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     parser.add_argument("--dedup-only", action="store_true", help="only the dedup cases")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each dedup case (their median is shown)")
     args = parser.parse_args()
     rows, results, torchrec_rows = [], [], []
     with tempfile.TemporaryDirectory(prefix="roolog-bench-train-") as folder:
-        dedup = dedup_cases(folder, args.device, quick=args.quick)
+        repeats = 1 if args.quick else args.repeats
+        dedup = dedup_cases(folder, args.device, quick=args.quick, repeats=repeats)
         for history, (requests, steps) in ({} if args.dedup_only else QUICK if args.quick else CASES).items():
             out = make_output(folder, requests, history)
             by_layout = {layout: run(out, layout, history, steps, args.device) for layout in ("request", "impression")}
@@ -219,10 +253,10 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         print("\n".join(torchrec_rows))
     print(f"\nDedup: {DEDUP_USERS} repeat users x {DEDUP_REQUESTS_PER_USER} requests, history 100 unchanged between "
-          "a user's requests, converted with --cluster-by user_id (imp/s):\n")
-    print("| model | impression layout | request layout | request + dedup | dedup / request | dedup / impression "
-          "| AUC request | AUC dedup |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"a user's requests, converted with --cluster-by user_id (imp/s, medians of {repeats}):\n")
+    print("| model | batch (impressions) | impression layout | request layout | request + dedup | dedup / request | "
+          "dedup / impression | dedup-index | dedup-index / impression | AUC request | AUC dedup |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(dedup["rows"]))
     results.append({"dedup": dedup["results"]})
     if args.json:
