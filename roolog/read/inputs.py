@@ -126,8 +126,13 @@ def local_path(path: str, what: str) -> str:
     """`path` if it is a local path; an object-store or HDFS URI (s3://, gs://, hdfs://, file://) is refused
     in one line rather than taken as a local folder named "s3:" or handed to a reader that opens the URI."""
     if _URI.match(path):
-        raise UsageProblem(f"{what} {path}: roolog reads and writes local paths only (no {path.split('://')[0]}:// "
-                           "URIs); mount the bucket or file system and give its local path")
+        scheme = path.split("://")[0]
+        if what in ("output", "target"):  # (a lasting rule, not a missing reader: see the message)
+            raise UsageProblem(f"{what} {path}: roolog writes only to a local or mounted file system, not to "
+                               f"{scheme}:// URIs: it publishes shards and the manifest by atomic rename, which "
+                               "object stores lack; write to a local folder, then copy it up")
+        raise UsageProblem(f"{what} {path}: roolog reads local paths only (no {scheme}:// URIs yet); mount the "
+                           "bucket or file system and give its local path")
     return path
 
 
