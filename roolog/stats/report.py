@@ -67,9 +67,10 @@ def _where_bytes_go(columns: list[dict], file_footer: int, total: int) -> str:
     def share(n: int) -> str:
         return f"{human_bytes(n)} ({_percent(n / total) if total else '-'})"
 
+    rest = total - footers - part["values_bytes"] - part["levels_bytes"] - part["page_header_bytes"]
     return (f"  where the bytes go: values {share(part['values_bytes'])}, repetition/definition levels "
             f"{share(part['levels_bytes'])}, page headers {share(part['page_header_bytes'])}, footers "
-            f"{share(footers)}")
+            f"{share(footers)}, other {share(rest)} (magic numbers; a count column when no column is per impression)")
 
 
 def _partitioned_summary(report: dict) -> str:
