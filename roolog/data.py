@@ -768,9 +768,8 @@ def _shuffled(table: pa.Table, together: list[str], rng: np.random.Generator) ->
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The row numbers of the ranges [start, start + length), one after the other."""
-    total = int(lengths.sum())
-    first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return first + np.arange(total)
+    offsets = offsets_from_lengths(lengths)
+    return np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
 
 
 def batch_cuts(lengths: np.ndarray, batch_requests: int | None, batch_impressions: int | None) -> list[int]:

@@ -160,10 +160,12 @@ def _add_file(found: ShardBytes, buf, parquet: pq.ParquetFile, levels: dict[str,
     tops = [leaf.path.split(".")[0] for leaf in leaves]
     for name in tops:
         found.columns.setdefault(name, ColumnBytes())
+    chunks = 0  # the column chunks' bytes in this file
     for g in range(metadata.num_row_groups):
         group = metadata.row_group(g)
         for j, leaf in enumerate(leaves):
             chunk, column = group.column(j), found.columns[tops[j]]
+            chunks += chunk.total_compressed_size
             column.compressed += chunk.total_compressed_size
             column.uncompressed += chunk.total_uncompressed_size
             level = levels.get(leaf.path, default_level)
@@ -174,9 +176,6 @@ def _add_file(found: ShardBytes, buf, parquet: pq.ParquetFile, levels: dict[str,
     for name, size in columns_footer.items():
         found.columns[name].footer += size
     found.file_footer += footer_length - sum(columns_footer.values())
-    chunks = sum(group.column(j).total_compressed_size
-                 for group in (metadata.row_group(g) for g in range(metadata.num_row_groups))
-                 for j in range(group.num_columns))
     found.other += len(buf) - chunks - footer_length
 
 
@@ -239,7 +238,7 @@ def _footer_shares(buf, start: int, tops: list[str]) -> dict[str, int]:
     elements = meta.fields[2]
     assert isinstance(elements, list)
     # the schema is a depth-first list: the root, then each top-level column followed by its descendants
-    index, owner = 1, []
+    index = 1
     for _ in range(int(elements[0].fields.get(5, 0))):
         first, pending = index, 1
         while pending:
@@ -247,9 +246,7 @@ def _footer_shares(buf, start: int, tops: list[str]) -> dict[str, int]:
             index += 1
         name = elements[first].fields[4]
         assert isinstance(name, bytes)
-        owner.append((name.decode(), elements[first].start, elements[index - 1].end))
-    for name, begin, finish in owner:
-        shares[name] += finish - begin
+        shares[name.decode()] += elements[index - 1].end - elements[first].start
     for group in meta.fields.get(4, []):  # type: ignore[attr-defined]
         for j, chunk in enumerate(group.fields[1]):
             shares[tops[j]] += chunk.end - chunk.start
