@@ -18,6 +18,7 @@ from .errors import RoologError, UsageProblem
 from .log import EventLog
 from .read.arrow_types import TYPE_EXAMPLES, parse_type
 from .read.sources import FORMATS, ReadOptions
+from .read.stores import parse_storage_options
 from .run.driver import convert as run_convert
 from .run.explode import explode as run_explode
 from .stats.html import render as render_html
@@ -124,12 +125,17 @@ def reading_options(fn):
         click.option("--newlines-in-values", is_flag=True,
                      help="Quoted CSV values may hold line breaks anywhere in the file (found by itself when "
                           "one is in the first 32 MB)."),
+        click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                     help="An option of the object store's fsspec file system for s3://, gs://, ... inputs "
+                          "(requester_pays=true, ...); repeatable. Credentials come from the store's environment."),
     ]
 
     @functools.wraps(fn)
-    def wrapper(*args, input_format, delimiter, null_values, column_types, newlines_in_values, **kwargs):
+    def wrapper(*args, input_format, delimiter, null_values, column_types, newlines_in_values, storage_options,
+                **kwargs):
         read = ReadOptions(input_format=input_format, delimiter=delimiter, null_values=tuple(null_values),
-                           column_types=tuple(column_types), newlines_in_values=newlines_in_values)
+                           column_types=tuple(column_types), newlines_in_values=newlines_in_values,
+                           storage_options=parse_storage_options(storage_options))
         return fn(*args, read=read, **kwargs)
 
     wrapper = _fail_cleanly(wrapper)  # a meaningless reading option is one line too
@@ -190,13 +196,15 @@ def convert(inputs, out, key, order_by, read, schema_file, shards, compression_l
     """Convert impression-level logs to request-level Parquet shards.
 
     INPUT is a file, a folder (hive key=value folders become columns) or a glob, in Parquet, CSV, TSV or
-    JSON lines, plain or .gz/.zst. Without --schema, a column is request-level iff it holds one value in
-    every request.
+    JSON lines, plain or .gz/.zst, on local disk or in an object store (s3://bucket/prefix/, gs://, ...;
+    credentials from the store's environment). Without --schema, a column is request-level iff it holds one
+    value in every request.
 
     \b
     Examples:
       roolog convert sample_data/impressions.parquet -o out --key request_id --order-by position
       roolog convert logs/ -o out --key request_id --cluster-by user_id
+      roolog convert s3://bucket/impressions/ -o out --key request_id
       roolog convert logs/ -o out --key request_id --engine spark --spark-master spark://host:7077
     """
     if spark_master and engine != "spark":
@@ -276,6 +284,7 @@ def stats(paths, key, order_by, read, memory_limit, as_json, html_file, quiet):
     \b
     Examples:
       roolog stats sample_data/impressions.parquet --key request_id
+      roolog stats 's3://bucket/impressions/ds=2026-12-01/*.parquet' --key request_id
       roolog stats out --json
     """
     report = run_stats(list(paths), tuple(key), order_by=order_by, read=read, memory_limit=memory_limit,

@@ -17,6 +17,7 @@ roolog, roolog --cluster-by user_id (1 and 4 shards), and DuckDB and Polars grou
     python scripts/bench.py                 # all cases, 3 runs each (about 35 minutes here)
     python scripts/bench.py --quick         # small cases, 1 run: a smoke check of the script
     python scripts/bench.py --storage       # only the bytes: real logs and the repeat-user log (a minute)
+    python scripts/bench.py --object-store  # the 1M-row logs from a local S3 server against disk (5 minutes)
 """
 
 from __future__ import annotations
@@ -276,6 +277,87 @@ def repeat_users(tmp: str, runs: int) -> list[tuple]:
     return rows
 
 
+OBJECT_CASES = ("1M rows, history 100", "1M rows CSV, no history")
+S3_OPTIONS = ("import os; S3 = {'aws_endpoint_url': os.environ['AWS_ENDPOINT_URL'], 'aws_allow_http': 'true', "
+              "'aws_access_key_id': 'testing', 'aws_secret_access_key': 'testing', 'aws_region': 'us-east-1'}\n")
+POLARS_S3 = S3_OPTIONS + POLARS.replace("pl.scan_csv(src, ", "pl.scan_csv(src, storage_options=S3, ").replace(
+    "pl.scan_parquet(src)", "pl.scan_parquet(src, storage_options=S3)")
+FLOOR_S3 = ("import os, sys, pyarrow.csv as pc, pyarrow.fs as fs, pyarrow.parquet as pq; "
+            "s3 = fs.S3FileSystem(endpoint_override=os.environ['AWS_ENDPOINT_URL'], access_key='testing', "
+            "secret_key='testing', region='us-east-1'); p = sys.argv[1][len('s3://'):]; "
+            "pc.read_csv(s3.open_input_stream(p)) if p.endswith('.csv') else pq.read_table(p, filesystem=s3)")
+
+
+def object_store(tmp: str, runs: int) -> list[tuple]:
+    """The same log read from local disk and from a local S3 server (moto's server mode, a separate process on
+    127.0.0.1): roolog, Polars (its own S3 reader) and pyarrow's read (S3FileSystem); DuckDB's S3 reader is an
+    extension it downloads, not available offline. roolog's shards from S3 must be the disk run's bytes."""
+    import socket
+    import time
+    import urllib.request
+
+    import boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([os.path.join(os.path.dirname(PY), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    rows = []
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="bench")
+        for name in OBJECT_CASES:
+            src = make_case(tmp, name, *CASES[name])
+            uri = f"s3://bench/{os.path.basename(src)}"
+            client.upload_file(src, "bench", os.path.basename(src))
+            out = os.path.join(tmp, "objects")
+            cmds = {}
+            for where, path in (("disk", src), ("S3", uri)):
+                cmds[f"roolog ({where})"] = [ROOLOG, "convert", path, "-o", f"{out}.{where}.roolog", "--key",
+                                             "request_id", "--order-by", "position", "-q", "--force"]
+                levels = [",".join(c for c in REQUEST if not (src.endswith(".csv") and c == "user_history_item_ids")),
+                          ",".join(IMPRESSION)]
+                cmds[f"polars ({where})"] = [PY, "-c", POLARS_S3 if where == "S3" else POLARS, path,
+                                             f"{out}.{where}.polars.parquet", "request_id", "position", *levels]
+                cmds[f"floor ({where})"] = [PY, "-c", FLOOR_S3 if where == "S3" else FLOOR, path]
+            times: dict[str, list[float]] = {t: [] for t in cmds}
+            for r in range(runs):
+                for tool, cmd in cmds.items():
+                    times[tool].append(timed(cmd)["wall"])
+                if r == 0:
+                    for tool in ("roolog", "polars"):
+                        disk, s3 = (read_output(f"{out}.{w}.{tool}" + (".parquet" if tool == "polars" else ""),
+                                                "request_id") for w in ("disk", "S3"))
+                        check_same(disk, s3, f"{tool} from S3", name)
+                    shards = [sorted(os.listdir(f"{out}.{w}.roolog")) for w in ("disk", "S3")]
+                    for f in (f for f in shards[0] if f.startswith("part-")):
+                        with open(os.path.join(f"{out}.disk.roolog", f), "rb") as a, \
+                                open(os.path.join(f"{out}.S3.roolog", f), "rb") as b:
+                            if a.read() != b.read():
+                                raise SystemExit(f"{name}: roolog's shard {f} from S3 differs from the disk run's")
+            med = {t: statistics.median(v) for t, v in times.items()}
+            for tool in ("roolog", "polars", "floor"):
+                rows.append((name, tool, f"{med[tool + ' (disk)']:.2f}", f"{med[tool + ' (S3)']:.2f}",
+                             f"{med[tool + ' (S3)'] / med[tool + ' (disk)']:.2f}"))
+            rows.append((name, "roolog (S3) / polars (S3)", "", "", f"{med['roolog (S3)'] / med['polars (S3)']:.2f}"))
+            os.remove(src)
+            print(f"done: {name} from S3", file=sys.stderr, flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+    return rows
+
+
 def markdown(header: tuple, rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -287,7 +369,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small cases, one run")
     ap.add_argument("--case", action="append", help="only these cases (by name)")
     ap.add_argument("--storage", action="store_true", help="only the bytes: real logs and repeat users")
+    ap.add_argument("--object-store", action="store_true",
+                    help="only the 1M-row logs read from a local S3 server (moto) against the same files on disk")
     args = ap.parse_args()
+    if args.object_store:
+        with tempfile.TemporaryDirectory(prefix="roolog-bench-") as tmp:
+            rows = object_store(tmp, args.runs)
+        print(f"Read from local disk and from a local S3 server (moto, 127.0.0.1), {CORES} cores, median of "
+              f"{args.runs} run(s), wall seconds:\n")
+        print(markdown(("case", "tool", "disk s", "S3 s", "S3 / disk"), rows))
+        return
     cases = QUICK if args.quick else CASES
     if args.case:
         cases = {k: v for k, v in cases.items() if k in args.case}

@@ -17,7 +17,7 @@ need() {  # need COMMAND DEBIAN_PACKAGE
 }
 need chromium chromium
 need java openjdk-17-jre-headless
-python -c "import pytest, pytest_timeout, hypothesis, duckdb, pyspark, torch, roolog" 2>/dev/null \
+python -c "import pytest, pytest_timeout, hypothesis, duckdb, pyspark, torch, moto.server, s3fs, roolog" 2>/dev/null \
     || python -m pip install --quiet -e ".[dev,train,spark]"
 python -c "import torchrec" 2>/dev/null || bash scripts/install-torchrec.sh
 exec python -m pytest "$@"

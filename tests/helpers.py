@@ -5,6 +5,7 @@ of the type, key, grouping, level inference and bad input tests."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -242,3 +243,62 @@ def request_order(out, impression: set[str] | None = None):
         return (value is None, value if value is not None else 0, first_row)
 
     return key
+
+
+class S3Store:
+    """A running S3 API (moto's server mode) and a boto3 client on it; see `s3_server`."""
+
+    _names = iter(range(10**9))
+
+    def __init__(self, endpoint: str):
+        import boto3
+
+        self.endpoint = endpoint
+        self.client = boto3.client("s3")
+
+    def bucket(self) -> str:
+        """A new empty bucket's name."""
+        name = f"logs-{next(self._names)}"
+        self.client.create_bucket(Bucket=name)
+        return name
+
+    def upload(self, local, bucket: str, prefix: str) -> str:
+        """A local file or folder tree put under s3://bucket/prefix; returns that URI."""
+        local = str(local)
+        if os.path.isfile(local):
+            self.client.upload_file(local, bucket, prefix)
+        else:
+            for dirpath, _, names in os.walk(local):
+                for n in names:
+                    rel = os.path.relpath(os.path.join(dirpath, n), local).replace(os.sep, "/")
+                    self.client.upload_file(os.path.join(dirpath, n), bucket, f"{prefix}/{rel}")
+        return f"s3://{bucket}/{prefix}"
+
+    def etag(self, uri: str) -> str:
+        bucket, key = uri[len("s3://"):].split("/", 1)
+        return self.client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+
+
+@contextlib.contextmanager
+def s3_server(folder):
+    """moto's S3 server on 127.0.0.1 (a free port) with the standard AWS environment pointing at it, for
+    this process and what it starts; `folder` holds no AWS config, so no ~/.aws of whoever runs the tests
+    counts. Stopped, and the environment put back, on exit."""
+    import pytest
+    from moto.server import ThreadedMotoServer  # the dev extra's moto[server]
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    none = os.path.join(str(folder), "no-aws-config")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                                "AWS_EC2_METADATA_DISABLED": "true", "AWS_SHARED_CREDENTIALS_FILE": none,
+                                "AWS_CONFIG_FILE": none}.items():
+                mp.setenv(name, value)
+            mp.delenv("AWS_PROFILE", raising=False)
+            yield S3Store(f"http://{host}:{port}")
+    finally:
+        server.stop()

@@ -1,23 +1,28 @@
 """What the inputs are: files, folders and globs expanded into `InputFile`s, and how to read them.
 
 Each input is a file, a folder (searched recursively; hive `key=value` folders become columns; symlinked
-folders followed) or a glob. Formats are Parquet, CSV, TSV and JSON lines, each plain or .gz/.zst,
-detected from the name unless `--input-format` says otherwise. Each file is read once, and never from
-the output folder of the run.
+folders followed) or a glob, on local disk or in an object store (an s3://, gs://, ... URI: see `stores`).
+Formats are Parquet, CSV, TSV and JSON lines, each plain or .gz/.zst, detected from the name unless
+`--input-format` says otherwise. Each file is read once, and never from the output folder of the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
-import re
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import xxhash
 
 from ..errors import RoologError, UsageProblem
+from ..log import bar
+from . import stores
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 _SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
@@ -36,6 +41,7 @@ class ReadOptions:
     column_types: tuple[tuple[str, str], ...] = ()  # (column, Arrow type name) declared for text inputs
     newlines_in_values: bool = False  # quoted CSV values may hold line breaks anywhere (not only in block 1)
     batch_bytes: int = 32 << 20
+    storage_options: stores.StorageOptions = ()  # --storage-option KEY=VALUE for object-store inputs
 
     def __post_init__(self) -> None:
         if self.delimiter is not None and len(self.delimiter) != 1:
@@ -61,9 +67,41 @@ class InputFile:
     mtime_ns: int = 0  # with `ino`: what tells, after reading, whether the file changed meanwhile
     ino: int = 0
     ctime_ns: int = 0  # set by the system on every change: what tells a rewrite whose mtime was put back
+    etag: str = ""  # an object's ETag (or generation), as its store lists it
+    storage: stores.StorageOptions = ()  # how to open an object (--storage-option)
+    local: str | None = None  # an object's copy on local disk, read in its place (see `staged`)
+    xxh64: str | None = None  # the hash of that copy's bytes, taken while it was downloaded
 
-    def stat(self) -> dict[str, int]:
+    @property
+    def is_object(self) -> bool:
+        """Whether the input is an object in a store (`path` is its URI)."""
+        return stores.is_uri(self.path)
+
+    @property
+    def readable(self) -> str:
+        """The path readers open: the local copy of an object, or the file itself."""
+        return self.local or self.path
+
+    @property
+    def recorded_path(self) -> str:
+        """How the manifest names the input: an object's URI, a file's absolute path."""
+        return self.path if self.is_object else os.path.abspath(self.path)
+
+    def stat(self) -> dict[str, Any]:
+        """What tells, without reading it, that the input is the one read before."""
+        if self.is_object:
+            return {"mtime_ns": self.mtime_ns, "etag": self.etag}
         return {"mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns, "ino": self.ino}
+
+    def stored(self) -> stores.StoredObject:
+        return stores.StoredObject(self.path, self.size, self.mtime_ns, self.etag)
+
+
+def open_input(f: InputFile) -> pa.NativeFile:
+    """A random-access file over the input's bytes: its local copy or file, else the object in its store."""
+    if f.is_object and f.local is None:
+        return stores.open_object(f.path, f.storage)
+    return pa.OSFile(f.readable)
 
 
 def _split_name(name: str) -> tuple[str | None, str | None]:
@@ -119,24 +157,18 @@ class Inputs:
 _FORMAT_NAMES = {"parquet": "Parquet", "csv": "CSV", "tsv": "TSV", "jsonl": "JSON lines"}
 
 
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
 def local_path(path: str, what: str) -> str:
-    """`path` if it is a local path; an object-store or HDFS URI (s3://, gs://, hdfs://, file://) is refused
-    in one line rather than taken as a local folder named "s3:" or handed to a reader that opens the URI."""
-    if _URI.match(path):
-        scheme = path.split("://")[0]
-        if what in ("output", "target"):  # (a lasting rule, not a missing reader: see the message)
-            raise UsageProblem(f"{what} {path}: roolog writes only to a local or mounted file system, not to "
-                               f"{scheme}:// URIs: it publishes shards and the manifest by atomic rename, which "
-                               "object stores lack; write to a local folder, then copy it up")
-        raise UsageProblem(f"{what} {path}: roolog reads local paths only (no {scheme}:// URIs yet); mount the "
-                           "bucket or file system and give its local path")
+    """`path` if it is a local path; an object-store or HDFS URI (s3://, gs://, hdfs://, file://) for OUT or
+    explode's target is refused in one line rather than taken as a local folder named "s3:"."""
+    if stores.is_uri(path):
+        raise UsageProblem(f"{what} {path}: roolog writes only to a local or mounted file system, not to "
+                           f"{stores.scheme(path)}:// URIs: it publishes shards and the manifest by atomic rename, "
+                           "which object stores lack; write to a local folder, then copy it up")
     return path
 
 
-def find_inputs(specs: list[str], input_format: str = "auto", output: str | None = None) -> Inputs:
+def find_inputs(specs: list[str], input_format: str = "auto", output: str | None = None,
+                storage: stores.StorageOptions = ()) -> Inputs:
     """Expand files, folders and globs, in the order given (folders and globs sorted).
 
     Each file is read once: the same file named twice (another spelling, a symlink, a hard link) is an
@@ -147,9 +179,10 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
     decide: files of no known format (a README) are passed over; a folder holding several formats is an
     error unless `input_format` picks one, and then files named as another format are skipped (counted in
     `skipped`), while files with no suffix at all (Hadoop's part-00000) are read in that format.
+
+    A URI names an object, every object under a prefix (hive folders as in a local folder) or a glob, listed
+    with `storage` as the store's options; nothing is read from the store here but the listing.
     """
-    for spec in specs:
-        local_path(spec, "input")
     if output is not None:
         local_path(output, "output")
     if input_format not in ("auto", *FORMATS):
@@ -160,6 +193,9 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
     seen: dict[tuple[int, int], str] = {}
     folders: dict[tuple, str] = {}  # the hive pairs -> the folder that spelled them first
     for spec in specs:
+        if stores.is_uri(spec):
+            files += _objects(spec, input_format, skipped, storage, files)
+            continue
         if out and os.path.exists(spec) and _within(os.path.realpath(spec), out):
             raise UsageProblem(f"input {spec} is {'the' if os.path.realpath(spec) == out else 'inside the'} output "
                                f"folder {output}; convert into another folder")
@@ -193,6 +229,32 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
     return Inputs(files, skipped)
 
 
+def _objects(spec: str, input_format: str, skipped: list[str], storage: stores.StorageOptions,
+             before: list[InputFile]) -> list[InputFile]:
+    """The InputFiles of a URI: one object (read in `input_format` when given), or those of a prefix or glob
+    whose names are data files, as in a local folder."""
+    root, objects = stores.list_objects(spec, storage)
+    if root is None and len(objects) == 1 and not stores.has_magic(spec):
+        fmt, compression = _split_name(os.path.basename(objects[0].uri))
+        fmt = fmt if input_format == "auto" else input_format
+        if fmt is None:
+            raise UsageProblem(f"{spec}: cannot tell the format from the name; pass --input-format")
+        found = [(objects[0], fmt, compression)]
+    else:
+        by_uri = {o.uri: o for o in objects}
+        found = [(by_uri[p], fmt, c) for p, fmt, c in _formats(spec, list(by_uri), input_format, skipped)]
+    named = {f.path for f in before}
+    files = []
+    for obj, fmt, compression in found:
+        if obj.uri in named:
+            raise UsageProblem(f"{obj.uri} is named twice; name each input once")
+        named.add(obj.uri)
+        partition = _hive_pairs(root, obj.uri) if root else ()
+        files.append(InputFile(obj.uri, fmt, compression, partition, obj.size, obj.mtime_ns / 1e9, obj.mtime_ns,
+                               etag=obj.etag, storage=storage))
+    return files
+
+
 def _in_folder_or_glob(spec: str, out: str | None, input_format: str,
                        skipped: list[str]) -> list[tuple[str, str | None, str, str | None]]:
     """(path, hive root, format, compression) of the data files a folder or a glob names."""
@@ -209,6 +271,12 @@ def _in_folder_or_glob(spec: str, out: str | None, input_format: str,
                            "read twice and hash: write the stream to a file first")
     else:
         raise UsageProblem(f"input not found: {spec}")
+    return [(p, root, fmt, c) for p, fmt, c in _formats(spec, paths, input_format, skipped)]
+
+
+def _formats(spec: str, paths: list[str], input_format: str,
+             skipped: list[str]) -> list[tuple[str, str, str | None]]:
+    """(path, format, compression) of the data files among a folder's or glob's `paths`, by their names."""
     named = [(p, *_split_name(os.path.basename(p))) for p in paths]
     if input_format == "auto":
         kinds: dict[str, list[str]] = {}
@@ -222,30 +290,56 @@ def _in_folder_or_glob(spec: str, out: str | None, input_format: str,
                              for k, ps in sorted(kinds.items(), key=lambda kv: -len(kv[1])))
             raise UsageProblem(f"{spec} holds files of several formats: {held}; pass --input-format {main} to read "
                                "only those (the others are skipped and counted)")
-        return [(p, root, fmt, c) for p, fmt, c in named if fmt]
+        return [(p, fmt, c) for p, fmt, c in named if fmt]
     found = []
     for p, fmt, c in named:
         if fmt == input_format or (fmt is None and "." not in os.path.basename(p)):
-            found.append((p, root, input_format, c))
+            found.append((p, input_format, c))
         else:
             skipped.append(p)
     return found
 
 
-def resolve_inputs(specs: list[str], input_format: str = "auto", output: str | None = None) -> list[InputFile]:
+def resolve_inputs(specs: list[str], input_format: str = "auto", output: str | None = None,
+                   storage: stores.StorageOptions = ()) -> list[InputFile]:
     """The input files of `specs` (find_inputs without the skipped ones)."""
-    return find_inputs(specs, input_format, output).files
+    return find_inputs(specs, input_format, output, storage).files
+
+
+@contextlib.contextmanager
+def staged(files: list[InputFile], folder: str, progress: bool = False) -> Iterator[list[InputFile]]:
+    """The files, each object among them downloaded once into `folder` (hashed on the way, checked against
+    its listing after) and read from there; the copies are removed afterwards."""
+    copies: list[str] = []
+    objects = [f for f in files if f.is_object and f.local is None]
+    try:
+        out = []
+        with bar(sum(f.size for f in objects), "downloading", "B", progress and bool(objects),
+                 unit_scale=True) as shown:
+            for i, f in enumerate(files):
+                if f.is_object and f.local is None:
+                    os.makedirs(folder, exist_ok=True)
+                    copies.append(os.path.join(folder, f"object-{i:05d}-{os.path.basename(f.path)}"))
+                    digest = stores.download(f.stored(), copies[-1], f.storage, shown.update)
+                    f = replace(f, local=copies[-1], xxh64=digest)
+                out.append(f)
+        yield out
+    finally:
+        for path in copies:
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 @dataclass(frozen=True)
 class InputRecord:
     """One input file as it was when read."""
 
-    path: str  # absolute
+    path: str  # absolute, or an object's URI
     bytes: int
     mtime: float
     xxh64: str
-    stat: dict[str, int] | None = None  # mtime_ns, ctime_ns, ino: tells a rewrite whose mtime was put back
+    stat: dict[str, Any] | None = None  # mtime_ns, ctime_ns, ino (a rewrite whose mtime was put back); an object's
+    #                                     mtime_ns and etag
 
 
 def file_xxh64(path: str) -> str:
@@ -264,6 +358,11 @@ def fingerprint(files: list[InputFile]) -> list[InputRecord]:
     does, is caught)."""
     inputs = []
     for f in files:
+        if f.is_object:  # hashed as it was downloaded (or by a Spark task) and checked against its listing then
+            if f.xxh64 is None:
+                raise AssertionError(f"{f.path} was not hashed when it was read")
+            inputs.append(InputRecord(f.path, f.size, f.mtime, f.xxh64, f.stat()))
+            continue
         digest = file_xxh64(f.path)
         st = os.stat(f.path)
         if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != (f.size, f.mtime_ns, f.ctime_ns, f.ino):

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from ..errors import RoologError, UsageProblem
 from .arrow_types import unify, widened
-from .inputs import FORMATS, HIVE_NULL, InputFile, Inputs, ReadOptions, find_inputs, resolve_inputs
+from .inputs import FORMATS, HIVE_NULL, InputFile, Inputs, ReadOptions, find_inputs, open_input, resolve_inputs
 from .textread import (
     InvalidRows,
     TextPlan,
@@ -107,7 +107,7 @@ def _reader(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, 
                     yield number, batch
 
         return batches(), lambda: done[0] / max(1, pf.metadata.num_rows)
-    raw = pa.OSFile(f.path)
+    raw = open_input(f)
     stream = pa.CompressedInputStream(raw, f.compression) if f.compression else raw
 
     def position() -> float:  # the reader reads ahead and closes the file at its end
@@ -138,10 +138,11 @@ def _parquet_batches(pf: pq.ParquetFile, batch_bytes: int, piece: Piece) -> Iter
             yield batch
 
 
-def _local_parquet(f: InputFile, scratch: str) -> str:
-    """Parquet needs random access: a compressed Parquet file is unpacked to scratch space first."""
+def _local_parquet(f: InputFile, scratch: str) -> str | pa.NativeFile:
+    """Parquet needs random access: a compressed Parquet file is unpacked to scratch space first; an object
+    not copied to local disk is read in its store (a Spark task reads only its row groups)."""
     if f.compression is None:
-        return f.path
+        return open_input(f) if f.is_object and f.local is None else f.readable
     target = os.path.join(scratch, f"unpacked-{abs(hash(f.path))}.parquet")
     if not os.path.exists(target):
         with open_stream(f) as src, open(target + ".tmp", "wb") as dst:

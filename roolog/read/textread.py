@@ -42,7 +42,7 @@ import pyarrow.json as pjson
 
 from ..errors import RoologError, UsageProblem
 from .arrow_types import parse_type
-from .inputs import InputFile, ReadOptions
+from .inputs import InputFile, ReadOptions, open_input
 
 CANONICAL_INT = r"^(0|-?[1-9][0-9]*)$"  # how Arrow and Python print an integer
 INTEGER_LOOKING = r"^\s*[+-]?[0-9]+\s*$"
@@ -68,7 +68,7 @@ def declared_types(opts: ReadOptions) -> dict[str, pa.DataType]:
 
 
 def open_stream(f: InputFile) -> pa.NativeFile:
-    return pa.input_stream(f.path, compression=f.compression)
+    return pa.input_stream(open_input(f), compression=f.compression)
 
 
 def null_texts(opts: ReadOptions) -> list[str]:

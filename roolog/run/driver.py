@@ -140,7 +140,7 @@ def convert_with(inputs: list[str], out: str, output: OutputOptions, run: RunOpt
     started = time.perf_counter()
     if output.schema_file:
         output = replace(output, read=with_declared_types(output.read, load_schema(output.schema_file)))
-    found = find_inputs(inputs, output.read.input_format, output=out)
+    found = find_inputs(inputs, output.read.input_format, output=out, storage=output.read.storage_options)
     files = found.files
     if found.skipped:
         run.log("warning", message=f"{len(found.skipped):,} file(s) not in --input-format "

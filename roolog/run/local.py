@@ -20,7 +20,7 @@ from ..group.grouper import null_keys_dropped
 from ..group.ordering import in_order
 from ..group.pipeline import RequestPipeline
 from ..log import bar
-from ..read.inputs import fingerprint
+from ..read.inputs import fingerprint, staged
 from ..read.prefetch import prefetch
 from ..read.sources import Source
 from ..write.failpoint import failpoint
@@ -132,8 +132,9 @@ class LocalEngine:
         self.folder, self.output, self.run = folder, output, run
 
     def convert(self, job: Job) -> JobResult:
-        files = list(job.files)
-        with Source(files, self.output.read, self.folder.read_scratch()) as source:
+        scratch = self.folder.read_scratch()
+        with staged(list(job.files), scratch, self.run.progress) as files, \
+                Source(files, self.output.read, scratch) as source:
             settings = unit_settings(self.output, source, job.route_by, one_of_many=job.name is not None)
             units: dict[str | None, _Unit] = {}
 

@@ -71,6 +71,7 @@ class OutputOptions:
         hash (its content decides, not its name) and the partition column the run settled on."""
         read = asdict(self.read)
         del read["batch_bytes"]  # how much is read at a time never changes what is written
+        del read["storage_options"]  # nor how an object store is reached
         doc = {"key": self.key, "order_by": self.order_by, "schema_xxh64": schema_xxh64, "read": read,
                "shards": self.shards, "compression_level": self.compression_level, "on_conflict": self.on_conflict,
                "drop_null_keys": self.drop_null_keys, "partition_by": partition_by,

@@ -52,6 +52,7 @@ from ..group.schema import Levels
 from ..group.spill import RunSpill, split_by_shard
 from ..read.inputs import InputFile, fingerprint
 from ..read.sources import Source
+from ..read.stores import object_xxh64
 from ..write.finish import UnitResult
 from ..write.layout import (
     choose_settings,
@@ -551,7 +552,8 @@ class SparkEngine:
             shutil.rmtree(work, ignore_errors=True)
 
     def _convert(self, job: Job, work: str) -> JobResult:
-        files, output = [replace(f, path=os.path.abspath(f.path)) for f in job.files], self.output
+        files = [f if f.is_object else replace(f, path=os.path.abspath(f.path)) for f in job.files]
+        output = self.output
         with Source(files, output.read, os.path.abspath(self.folder.read_scratch())) as source:
             settings = unit_settings(output, source, job.route_by, one_of_many=job.name is not None)
             sc = spark_session(self.run.spark_master).sparkContext
@@ -575,7 +577,7 @@ class SparkEngine:
             write = partial(_write_task, writes, work, output.compression_level, output.row_groups,
                             plan.failpoint, self.run.memory_limit)
             written = _run_job(lambda: sc.parallelize(tasks, len(tasks)).map(write).collect())
-            inputs = fingerprint(files)
+            inputs = fingerprint(_hashed(sc, files))
             dropped = sum(r.dropped for r in reads)
             made = [_unit_result(unit, writes[unit], settings, source.schema, reads,
                                  [r for r in grouped if r.unit == unit],
@@ -611,6 +613,27 @@ def _as_given(err: RoologError, files: Iterable[InputFile]) -> RoologError:
         text = text.replace(os.path.abspath(f.path), f.path)
     err.args = (text,)
     return err
+
+
+def _hashed(sc, files: list[InputFile]) -> list[InputFile]:
+    """The files with each object's xxh64 taken by a Spark task, which reads the object from its store itself
+    (nothing passes through the driver) and checks it against the listing."""
+    objects = [f for f in files if f.is_object]
+    if not objects:
+        return files
+    digests = dict(_run_job(lambda: sc.parallelize(objects, len(objects)).map(_object_digest).collect()))
+    failed = next((text for text in digests.values() if text.startswith("!")), None)
+    if failed:
+        raise RoologError(failed[1:])
+    return [replace(f, xxh64=digests[f.path]) if f.is_object else f for f in files]
+
+
+def _object_digest(f: InputFile) -> tuple[str, str]:
+    """(the object's URI, its xxh64), or (URI, "!" + the error) for the driver to raise as it is."""
+    try:
+        return f.path, object_xxh64(f.stored(), f.storage)
+    except RoologError as err:
+        return f.path, "!" + str(err)
 
 
 def _group_job(sc, plan: _TaskPlan, reads: list[tuple[int, int]]) -> list[_Record]:

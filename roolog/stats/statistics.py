@@ -28,6 +28,7 @@ from ..group.schema import Levels, LogSchema, check_key_and_order, label_like
 from ..group.values import adjacent_differs
 from ..log import bar
 from ..read.arrow_types import parse_type
+from ..read.inputs import staged
 from ..read.sources import ReadOptions, Source, resolve_inputs
 from ..version import __version__
 from ..write.anatomy import written_bytes
@@ -98,8 +99,9 @@ def stats_raw(inputs: list[str], key: tuple[str, ...], order_by: str | None = No
               drop_null_keys: bool = False) -> dict:
     """Dedup statistics of raw impression logs; writes nothing but temporary spill files."""
     read = read or ReadOptions()
-    files = resolve_inputs(list(inputs), read.input_format)
-    with tempfile.TemporaryDirectory(prefix="roolog-stats-") as tmp, Source(files, read, tmp) as source:
+    listed = resolve_inputs(list(inputs), read.input_format, storage=read.storage_options)
+    with tempfile.TemporaryDirectory(prefix="roolog-stats-") as tmp, \
+            staged(listed, os.path.join(tmp, "objects"), progress) as files, Source(files, read, tmp) as source:
         check_key_and_order(source.schema, tuple(key), order_by)
         columns = [n for n in source.schema.names if n not in key]
         pipeline = RequestPipeline(source.schema, tuple(key), order_by, Levels(request=columns, impression=[]),
@@ -217,7 +219,7 @@ def _raw_report(files, schema, key, pipeline, per_column, lengths, requests, row
     return {
         "kind": "raw",
         "roolog_version": __version__,
-        "inputs": [{"path": os.path.abspath(f.path), "bytes": f.size} for f in files],
+        "inputs": [{"path": f.recorded_path, "bytes": f.size} for f in files],
         "key": list(key),
         "rows": rows,
         "requests": requests,

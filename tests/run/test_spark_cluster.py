@@ -12,7 +12,7 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import LTR, MIND, REPO, SAMPLE, TRIVAGO, run_cli, shard_bytes
+from helpers import LTR, MIND, REPO, SAMPLE, TRIVAGO, run_cli, s3_server, shard_bytes
 
 import roolog
 from roolog.synthetic import generate_impressions
@@ -49,7 +49,13 @@ print(json.dumps(results))
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def store(tmp_path_factory):
+    with s3_server(tmp_path_factory.mktemp("aws")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, store):  # the S3 server first: the workers and their executors get its environment
     with StandaloneCluster(tmp_path_factory.mktemp("cluster"), workers=2, cores=1) as running:
         yield running
 
@@ -75,6 +81,28 @@ def test_relative_paths_from_another_folder_give_the_local_engines_bytes(cluster
     same_output(work / "out", tmp_path / "local")
     engine = json.loads((work / "out" / "_report.json").read_text())["engine"]
     assert engine["name"] == "spark" and engine["master"] == url
+
+
+def test_the_executors_read_a_bucket_and_give_the_local_engines_bytes(cluster, store, tmp_path):
+    """Hive folders in S3 (a Parquet object of several row groups: several read tasks on one object), read
+    by the cluster's executors from the store: the local engine's bytes from the same files on disk."""
+    logs = tmp_path / "logs"
+    table = generate_impressions(300, 6, seed=5)
+    for day in range(2):
+        (logs / f"ds={day}").mkdir(parents=True)
+        pq.write_table(table.slice(day * 1500, 1500), logs / f"ds={day}" / "a.parquet", row_group_size=400)
+    pq.write_table(table.slice(3000), logs / "ds=1" / "b.parquet")
+    bucket = store.bucket()
+    uri = store.upload(logs, bucket, "logs")
+    proc = run_cli("convert", uri + "/", "-o", str(tmp_path / "spark"), "--key", "request_id", "--order-by", "position",
+                   "--shards", "3", "--engine", "spark", "--spark-master", cluster.url, "-q")
+    assert proc.returncode == 0, proc.stderr
+    roolog.convert([str(logs)], str(tmp_path / "local"), key=["request_id"], order_by="position", shards=3,
+                   progress=False)
+    for day in ("ds=0", "ds=1"):
+        assert shard_bytes(tmp_path / "spark" / day) == shard_bytes(tmp_path / "local" / day)
+    inputs = json.loads((tmp_path / "spark" / "ds=1" / "_manifest.json").read_text())["inputs"]
+    assert [r["path"] for r in inputs] == [f"{uri}/ds=1/a.parquet", f"{uri}/ds=1/b.parquet"]
 
 
 def test_shuffled_and_real_logs_a_retried_task_and_bad_data(cluster, tmp_path, shared_datasets, monkeypatch):
