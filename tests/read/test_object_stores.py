@@ -84,6 +84,9 @@ def test_a_prefix_and_a_glob_give_the_local_bytes(store, tmp_path):
     (folder / "a.csv.zst").write_bytes(zstandard.compress(b"".join(lines[:half])))
     (folder / "b.csv").write_bytes(b"".join(lines[:1] + lines[half:]))
     (folder / "README.md").write_text("not a log")
+    (folder / "_temporary").mkdir()  # a writer's leftovers, passed over as in a local folder
+    (folder / "_temporary" / "c.csv").write_bytes(b"".join(lines[:2]))
+    (folder / ".c.csv.crc").write_bytes(b"\0")
     prefix = store.upload(folder, bucket, "flat")
     store.client.put_object(Bucket=bucket, Key="flat/sub/", Body=b"")  # a "folder" marker object
     convert_cli([folder], tmp_path / "local")
