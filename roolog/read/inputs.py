@@ -319,7 +319,7 @@ def staged(files: list[InputFile], folder: str, progress: bool = False) -> Itera
             for i, f in enumerate(files):
                 if f.is_object and f.local is None:
                     os.makedirs(folder, exist_ok=True)
-                    copies.append(os.path.join(folder, f"object-{i:05d}-{os.path.basename(f.path)}"))
+                    copies.append(os.path.join(folder, f"object-{i:05d}"))  # (a key's name may be too long for a file)
                     digest = stores.download(f.stored(), copies[-1], f.storage, shown.update)
                     f = replace(f, local=copies[-1], xxh64=digest)
                 out.append(f)

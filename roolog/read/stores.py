@@ -54,13 +54,22 @@ class StoredObject:
     etag: str  # the ETag, generation or content hash the store gives; "" when it gives none
 
 
+SECRETS = frozenset({"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
+                     "aws_session_token", "account_key", "sas_token", "client_secret", "credentials"})
+
+
 def parse_storage_options(pairs: Iterable[str]) -> StorageOptions:
-    """KEY=VALUE texts as fsspec options: true/false/null and numbers are read as JSON, the rest as text."""
+    """KEY=VALUE texts as fsspec options: true/false/null and numbers are read as JSON, the rest as text.
+    A credential is refused: a command line is seen by every user of the machine (`ps`) and kept in logs."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise UsageProblem(f"--storage-option {pair!r} is not KEY=VALUE (for example requester_pays=true)")
+        if key.lower() in SECRETS:
+            raise UsageProblem(f"--storage-option {key}=...: credentials are not taken from the command line (any "
+                               "user sees it); set them the store's usual way (for S3 AWS_ACCESS_KEY_ID and "
+                               "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials)")
         try:
             value = json.loads(text)
             if isinstance(value, list | dict):

@@ -242,7 +242,8 @@ def test_storage_options_reach_the_file_system(store, tmp_path, monkeypatch):
                    f"endpoint_url={store.endpoint}", env=env)
     assert proc.returncode == 0, proc.stderr
     assert shard_bytes(tmp_path / "s3") == shard_bytes(tmp_path / "local")
-    for bad, why in [("endpoint_url", "is not KEY=VALUE"), ("no_such_option=1", "not one the s3:// file system takes")]:
+    for bad, why in [("endpoint_url", "is not KEY=VALUE"), ("no_such_option=1", "not one the s3:// file system takes"),
+                     ("secret=abc", "credentials are not taken from the command line")]:
         proc = run_cli("convert", uri, "-o", str(tmp_path / "bad"), *KEY, "--storage-option", bad)
         assert proc.returncode == 2 and why in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert stores.parse_storage_options(["a=true", "b=3", "c=x", "d=[1]", "e="]) == (
