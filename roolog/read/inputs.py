@@ -181,8 +181,10 @@ def find_inputs(specs: list[str], input_format: str = "auto", output: str | None
     `skipped`), while files with no suffix at all (Hadoop's part-00000) are read in that format.
 
     A URI names an object, every object under a prefix (hive folders as in a local folder) or a glob, listed
-    with `storage` as the store's options; nothing is read from the store here but the listing.
+    with `storage` as the store's options; nothing is read from the store here but the listing. A file://
+    URI is its local path.
     """
+    specs = [urllib.parse.unquote(s[len("file://"):]) if s.lower().startswith("file://") else s for s in specs]
     if output is not None:
         local_path(output, "output")
     if input_format not in ("auto", *FORMATS):

@@ -7,6 +7,7 @@ files are unified losslessly (roolog.read.arrow_types); hive folder keys become 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -97,14 +98,20 @@ def _reader(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, 
     files: (piece, batch) pairs of the given pieces of a Parquet file (a text file is piece 0), and how far
     into the file it is (a fraction, for progress)."""
     if f.format == "parquet":
-        pf = pq.ParquetFile(_local_parquet(f, scratch))
+        source = _local_parquet(f, scratch)
+        pf = pq.ParquetFile(source)
         done = [0]
 
         def batches() -> Iterator[tuple[int, pa.RecordBatch]]:
-            for number, piece in pieces:
-                for batch in _parquet_batches(pf, opts.batch_bytes, piece):
-                    done[0] += batch.num_rows
-                    yield number, batch
+            try:
+                for number, piece in pieces:
+                    for batch in _parquet_batches(pf, opts.batch_bytes, piece):
+                        done[0] += batch.num_rows
+                        yield number, batch
+            finally:
+                pf.close()
+                if not isinstance(source, str):
+                    source.close()  # (ParquetFile leaves a file it was handed open)
 
         return batches(), lambda: done[0] / max(1, pf.metadata.num_rows)
     raw = open_input(f)
@@ -151,6 +158,17 @@ def _local_parquet(f: InputFile, scratch: str) -> str | pa.NativeFile:
     return target
 
 
+@contextlib.contextmanager
+def _parquet_source(f: InputFile, scratch: str) -> Iterator[str | pa.NativeFile]:
+    """`_local_parquet`, closed afterwards when it is an open object."""
+    source = _local_parquet(f, scratch)
+    try:
+        yield source
+    finally:
+        if not isinstance(source, str):
+            source.close()
+
+
 def _file_error(f: InputFile, err: Exception, opts: ReadOptions, plan: TextPlan | None = None,
                 schema: pa.Schema | None = None, invalid: InvalidRows | None = None) -> RoologError:
     """One line for what went wrong reading `f`: the place and the fix where roolog can find them."""
@@ -180,7 +198,8 @@ def _plan(f: InputFile, opts: ReadOptions, scratch: str) -> TextPlan:
     invalid = InvalidRows()
     try:
         if f.format == "parquet":
-            return TextPlan(pq.read_schema(_local_parquet(f, scratch)))
+            with _parquet_source(f, scratch) as source:
+                return TextPlan(pq.read_schema(source))
         return plan_text(f, opts, invalid)
     except (pa.ArrowException, OSError, EOFError) as err:
         raise _file_error(f, err, opts, invalid=invalid) from None
@@ -267,7 +286,8 @@ class Source:
     def _pieces(self, f: InputFile) -> list[Piece]:
         if f.format != "parquet":
             return [Piece(0, 0, 0)]  # a text file is read as one stream
-        return parquet_pieces(pq.ParquetFile(_local_parquet(f, self.scratch)).metadata)
+        with _parquet_source(f, self.scratch) as source:
+            return parquet_pieces(pq.ParquetFile(source).metadata)
 
     def batches(self, only: tuple[int, int] | None = None) -> Iterator[SourceBatch]:
         """Every file's batches in order, or only piece `only[1]` of file `only[0]` (a Spark read task)."""
@@ -322,4 +342,4 @@ class Source:
 
 
 def open_source(inputs: list[str], options: ReadOptions, scratch: str | None = None) -> Source:
-    return Source(resolve_inputs(inputs, options.input_format), options, scratch)
+    return Source(resolve_inputs(inputs, options.input_format, storage=options.storage_options), options, scratch)

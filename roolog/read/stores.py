@@ -8,7 +8,7 @@ Credentials, region and endpoint come from each store's own environment and conf
 botocore: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ~/.aws);
 `--storage-option KEY=VALUE` passes anything else to the fsspec file system. fsspec is used (not pyarrow's
 own file systems) because its listings carry the ETag that tells an unchanged object without reading it;
-pyarrow reads an object through `PyFileSystem(FSSpecHandler(fs))`.
+pyarrow reads an object through a `PythonFile` over fsspec's file.
 
 Every call to the store is tried up to `len(RETRY_DELAYS) + 1` times, waiting between tries, and then fails
 in one line; an object that is not what the listing said when it has been read fails the run.
@@ -16,6 +16,7 @@ in one line; an object that is not what the listing said when it has been read f
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -30,7 +31,8 @@ import xxhash
 from ..errors import RoologError, UsageProblem
 
 URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between tries of a failing call (tests shorten them)
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between tries of a failing call
+sleep = time.sleep  # how they are waited (tests count the waits instead)
 CHUNK = 8 << 20
 StorageOptions = tuple[tuple[str, Any], ...]
 T = TypeVar("T")
@@ -73,11 +75,18 @@ def parse_storage_options(pairs: Iterable[str]) -> StorageOptions:
         try:
             value = json.loads(text)
             if isinstance(value, list | dict):
-                value = text
+                value = text  # kept as its JSON text (the options stay hashable); decoded in _filesystem
         except ValueError:
             value = text
         options[key] = value
     return tuple(sorted(options.items()))
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
 
 
 def _filesystem(uri: str, options: StorageOptions):
@@ -88,7 +97,7 @@ def _filesystem(uri: str, options: StorageOptions):
         raise UsageProblem(f"reading {scheme(uri)}:// inputs needs fsspec and the store's package: "
                            "pip install 'roolog[s3]' (s3fs), gcsfs, adlfs, ...") from None
     try:
-        return fsspec.core.url_to_fs(uri, skip_instance_cache=True, **dict(options))
+        return fsspec.core.url_to_fs(uri, skip_instance_cache=True, **{k: _decoded(v) for k, v in options})
     except (ImportError, ValueError) as err:  # an unknown protocol, or one whose package is missing
         raise UsageProblem(f"{uri}: no file system for {scheme(uri)}:// ({_first_line(err)})") from None
     except OSError as err:  # the store's client could not start (HDFS without a JVM or libhdfs, ...)
@@ -110,13 +119,21 @@ def _chain(err: BaseException) -> Iterable[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
+class _LocalFailure(Exception):
+    """An error of the local side of a download (a full disk): not the store's, never retried."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _call(uri: str, what: str, fn: Callable[[], T]) -> T:
     """`fn()` (a call to the store about `uri`), retried on failures the store may get over; the ones it
     will not get over (no credentials, access denied, not found) say so at once."""
     for attempt in range(len(RETRY_DELAYS) + 1):
         try:
             return fn()
-        except FileNotFoundError:
+        except (FileNotFoundError, _LocalFailure):
             raise
         except Exception as err:
             names = {type(e).__name__ for e in _chain(err)}
@@ -134,7 +151,7 @@ def _call(uri: str, what: str, fn: Callable[[], T]) -> T:
             if attempt == len(RETRY_DELAYS):
                 raise RoologError(f"{uri}: the store failed {attempt + 1} times {what} ({type(err).__name__}: "
                                   f"{_first_line(err)}); try again later") from None
-            time.sleep(RETRY_DELAYS[attempt])
+            sleep(RETRY_DELAYS[attempt])
     raise AssertionError("unreachable")
 
 
@@ -214,7 +231,8 @@ def check_unchanged(obj: StoredObject, options: StorageOptions) -> None:
     now = current(obj, options)
     if now is None:
         raise RoologError(f"{obj.uri}: the object was deleted during the run; run again")
-    if (now.size, now.mtime_ns, now.etag) != (obj.size, obj.mtime_ns, obj.etag):
+    if (now.size, now.mtime_ns // 10**9, now.etag) != (obj.size, obj.mtime_ns // 10**9, obj.etag):
+        # (whole seconds: a HEAD's Last-Modified has no more, where MinIO's listings give milliseconds)
         raise RoologError(f"{obj.uri}: the object changed during the run (its size, time or ETag is not what the "
                           "listing said); run again once it is complete")
 
@@ -235,6 +253,8 @@ def _stream(obj: StoredObject, options: StorageOptions, sink: Callable[[], Calla
         digest = _call(obj.uri, "reading it", read)
     except FileNotFoundError:
         raise RoologError(f"{obj.uri}: the object was deleted during the run; run again") from None
+    except _LocalFailure as failure:
+        raise failure.error from None
     check_unchanged(obj, options)
     return digest
 
@@ -246,12 +266,19 @@ def download(obj: StoredObject, target: str, options: StorageOptions,
     with open(target, "wb") as fh:
 
         def write(chunk: bytes) -> None:
-            fh.write(chunk)
+            try:
+                fh.write(chunk)
+            except OSError as err:
+                raise _LocalFailure(err) from None
             advance(len(chunk))
 
         def restart() -> Callable[[bytes], Any]:  # a failed try leaves nothing behind it in the copy
-            fh.seek(0)
-            fh.truncate()
+            try:
+                if fh.tell():
+                    fh.seek(0)
+                    fh.truncate()
+            except OSError as err:
+                raise _LocalFailure(err) from None
             return write
 
         return _stream(obj, options, restart)
@@ -264,7 +291,8 @@ def object_xxh64(obj: StoredObject, options: StorageOptions) -> str:
 
 def open_object(uri: str, options: StorageOptions) -> pa.NativeFile:
     """A random-access pyarrow file over the object (for Parquet footers and row groups, or a text stream)."""
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
     fs, path = _filesystem(uri, options)
-    return _call(uri, "opening it", lambda: PyFileSystem(FSSpecHandler(fs)).open_input_file(path))
+    try:
+        return _call(uri, "opening it", lambda: pa.PythonFile(fs.open(path, "rb", block_size=CHUNK), mode="r"))
+    except FileNotFoundError:
+        raise RoologError(f"{uri}: the object was deleted during the run; run again") from None

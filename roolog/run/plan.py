@@ -209,10 +209,12 @@ def _listed(folder: OutputFolder, p: PartitionEntry) -> bool:
 def unchanged(recorded_inputs: list[InputRecord], files: list[InputFile]) -> bool:
     """Same files, same sizes, and each with the same mtime, ctime and inode as when it was read, or else
     (touched, copied) the same content hash. The ctime tells a rewrite whose mtime was put back. An object
-    is unchanged when its store lists the same size, mtime and ETag: it is not downloaded to tell."""
+    is unchanged when its store lists the same size, mtime and ETag: it is not downloaded to tell (one whose
+    store gives no ETag is read again each run)."""
     if [r.path for r in recorded_inputs] != [f.recorded_path for f in files]:
         return False
-    return all(r.bytes == f.size and (r.stat == f.stat() or (not f.is_object and r.xxh64 == file_xxh64(f.path)))
+    return all(r.bytes == f.size and ((r.stat == f.stat() and (f.etag or not f.is_object))
+                                      or (not f.is_object and r.xxh64 == file_xxh64(f.path)))
                for r, f in zip(recorded_inputs, files, strict=True))
 
 

@@ -622,18 +622,19 @@ def _hashed(sc, files: list[InputFile]) -> list[InputFile]:
     if not objects:
         return files
     digests = dict(_run_job(lambda: sc.parallelize(objects, len(objects)).map(_object_digest).collect()))
-    failed = next((text for text in digests.values() if text.startswith("!")), None)
+    failed = next((got for got in digests.values() if isinstance(got, RoologError)), None)
     if failed:
-        raise RoologError(failed[1:])
+        raise failed
     return [replace(f, xxh64=digests[f.path]) if f.is_object else f for f in files]
 
 
-def _object_digest(f: InputFile) -> tuple[str, str]:
-    """(the object's URI, its xxh64), or (URI, "!" + the error) for the driver to raise as it is."""
+def _object_digest(f: InputFile) -> tuple[str, str | RoologError]:
+    """(the object's URI, its xxh64), or (URI, the error) for the driver to raise as it is (its class, so its
+    exit code, kept)."""
     try:
         return f.path, object_xxh64(f.stored(), f.storage)
     except RoologError as err:
-        return f.path, "!" + str(err)
+        return f.path, err
 
 
 def _group_job(sc, plan: _TaskPlan, reads: list[tuple[int, int]]) -> list[_Record]:

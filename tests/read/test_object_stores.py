@@ -209,7 +209,7 @@ def test_a_failing_store_is_tried_five_times_then_one_line(store, tmp_path, monk
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off: roolog's are the ones counted
     waits: list[float] = []
-    monkeypatch.setattr(stores.time, "sleep", waits.append)
+    monkeypatch.setattr(stores, "sleep", waits.append)
     with pytest.raises(RoologError, match=r"the store failed 5 times looking it up \(EndpointConnectionError"):
         roolog.convert(["s3://logs/raw/"], str(tmp_path / "out"), key="request_id", progress=False)
     assert waits == list(stores.RETRY_DELAYS) == [0.5, 1.0, 2.0, 4.0]
@@ -218,7 +218,7 @@ def test_a_failing_store_is_tried_five_times_then_one_line(store, tmp_path, monk
 
 def test_a_call_that_fails_then_succeeds_is_retried(monkeypatch):
     waits: list[float] = []
-    monkeypatch.setattr(stores.time, "sleep", waits.append)
+    monkeypatch.setattr(stores, "sleep", waits.append)
     tries = iter([ConnectionError("reset"), OSError("503 SlowDown"), "listed"])
 
     def call():
@@ -294,3 +294,70 @@ def test_the_readme_commands_run_as_written_against_the_bucket(store, tmp_path, 
     assert [p["name"] for p in manifest["partitions"]] == ["ds=2026-12-01", "ds=2026-12-02"]
     ids = pq.read_table(hive, columns=["request_id"]).column("request_id")
     assert f"{len(ids):,} impressions in {len(pc.unique(ids)):,} requests" in proc.stdout
+
+
+def test_a_same_size_rewrite_in_the_same_second_is_redone_and_a_listing_in_milliseconds_is_not_a_change(
+        store, tmp_path):
+    bucket = store.bucket()
+    text = b"request_id,item,click\n1,10,0\n1,11,1\n2,12,0\n"
+    (tmp_path / "a.csv").write_bytes(text)
+    uri = store.upload(tmp_path / "a.csv", bucket, "raw/a.csv")
+    first = roolog.convert([uri], str(tmp_path / "out"), key="request_id", progress=False)
+    (tmp_path / "a.csv").write_bytes(text.replace(b"11,1", b"11,0"))  # same size, other bytes
+    store.upload(tmp_path / "a.csv", bucket, "raw/a.csv")
+    again = roolog.convert([uri], str(tmp_path / "out"), key="request_id", progress=False)
+    assert not first["skipped"] and not again["skipped"]  # the ETag told, whatever the mtime said
+    roolog.convert([str(tmp_path / "a.csv")], str(tmp_path / "local"), key="request_id", progress=False)
+    assert shard_bytes(tmp_path / "out") == shard_bytes(tmp_path / "local")
+    [listed] = stores.list_objects(uri, ())[1]
+    stores.check_unchanged(listed, ())
+    later = stores.StoredObject(listed.uri, listed.size, listed.mtime_ns + 123_000_000, listed.etag)
+    stores.check_unchanged(later, ())  # a listing's milliseconds (MinIO) against a HEAD's whole seconds
+    with pytest.raises(RoologError, match="changed during the run"):
+        stores.check_unchanged(stores.StoredObject(listed.uri, listed.size, listed.mtime_ns, "0" * 32), ())
+
+
+def test_opening_a_gone_object_and_a_full_local_disk_are_said_as_such(store, tmp_path, monkeypatch):
+    bucket = store.bucket()
+    uri = store.upload(os.path.join(SAMPLE, "impressions.parquet"), bucket, "raw/a.parquet")
+    [listed] = stores.list_objects(uri, ())[1]
+    waits: list[float] = []
+    monkeypatch.setattr(stores, "sleep", waits.append)
+    with pytest.raises(OSError) as err:
+        stores.download(listed, "/dev/full", ())  # writes fail with ENOSPC: the disk's fault, not the store's
+    assert err.value.errno == 28 and not isinstance(err.value, RoologError) and waits == []
+    with stores.open_object(uri, ()) as fh:
+        assert pq.read_schema(fh).names == pq.read_schema(os.path.join(SAMPLE, "impressions.parquet")).names
+    store.client.delete_object(Bucket=bucket, Key="raw/a.parquet")
+    with pytest.raises(RoologError, match=f"^{uri}: the object was deleted during the run"):
+        stores.open_object(uri, ())
+    assert waits == []
+
+
+def test_a_file_uri_is_the_local_path_and_never_reads_the_output_inside_it(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(os.path.join(SAMPLE, "impressions.parquet"), data / "a.parquet")
+    for _ in range(2):  # the second run lists data/out/part-*.parquet too, unless it knows OUT is there
+        proc = run_cli("convert", f"file://{data}/", "-o", str(data / "out"), *KEY, "-q")
+        assert proc.returncode == 0, proc.stderr
+    [record] = json.loads((data / "out" / "_manifest.json").read_text())["inputs"]
+    assert record["path"] == str(data / "a.parquet")
+
+
+def test_an_object_is_unchanged_only_with_the_same_size_mtime_and_etag():
+    """What the listing alone decides (plan.unchanged): any of the three differing, or no ETag, is a change."""
+    from dataclasses import replace
+
+    from roolog.read.inputs import InputFile, InputRecord
+    from roolog.run.plan import unchanged
+
+    f = InputFile("s3://b/a.csv", "csv", None, (), 100, 1.5, 1_500_000_000, etag="e1")
+    record = InputRecord("s3://b/a.csv", 100, 1.5, "0" * 16, {"mtime_ns": 1_500_000_000, "etag": "e1"})
+    assert unchanged([record], [f])
+    assert not unchanged([record], [replace(f, etag="e2")])  # rewritten within the same second
+    assert not unchanged([record], [replace(f, mtime_ns=2_500_000_000)])
+    assert not unchanged([record], [replace(f, size=101)])
+    assert not unchanged([record], [replace(f, path="s3://b/b.csv")])
+    no_etag = replace(f, etag="")
+    assert not unchanged([replace(record, stat=no_etag.stat())], [no_etag])  # nothing tells: read again
