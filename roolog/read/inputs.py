@@ -78,6 +78,11 @@ class InputFile:
         return stores.is_uri(self.path)
 
     @property
+    def in_store(self) -> bool:
+        """Whether readers open the object in its store (no local copy of it was made)."""
+        return self.is_object and self.local is None
+
+    @property
     def readable(self) -> str:
         """The path readers open: the local copy of an object, or the file itself."""
         return self.local or self.path
@@ -99,7 +104,7 @@ class InputFile:
 
 def open_input(f: InputFile) -> pa.NativeFile:
     """A random-access file over the input's bytes: its local copy or file, else the object in its store."""
-    if f.is_object and f.local is None:
+    if f.in_store:
         return stores.open_object(f.path, f.storage)
     return pa.OSFile(f.readable)
 
@@ -313,13 +318,12 @@ def staged(files: list[InputFile], folder: str, progress: bool = False) -> Itera
     """The files, each object among them downloaded once into `folder` (hashed on the way, checked against
     its listing after) and read from there; the copies are removed afterwards."""
     copies: list[str] = []
-    objects = [f for f in files if f.is_object and f.local is None]
+    size = sum(f.size for f in files if f.in_store)
     try:
         out = []
-        with bar(sum(f.size for f in objects), "downloading", "B", progress and bool(objects),
-                 unit_scale=True) as shown:
+        with bar(size, "downloading", "B", progress and any(f.in_store for f in files), unit_scale=True) as shown:
             for i, f in enumerate(files):
-                if f.is_object and f.local is None:
+                if f.in_store:
                     os.makedirs(folder, exist_ok=True)
                     copies.append(os.path.join(folder, f"object-{i:05d}"))  # (a key's name may be too long for a file)
                     digest = stores.download(f.stored(), copies[-1], f.storage, shown.update)

@@ -110,8 +110,7 @@ def _reader(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, 
                         yield number, batch
             finally:
                 pf.close()
-                if not isinstance(source, str):
-                    source.close()  # (ParquetFile leaves a file it was handed open)
+                _close(source)
 
         return batches(), lambda: done[0] / max(1, pf.metadata.num_rows)
     raw = open_input(f)
@@ -149,7 +148,7 @@ def _local_parquet(f: InputFile, scratch: str) -> str | pa.NativeFile:
     """Parquet needs random access: a compressed Parquet file is unpacked to scratch space first; an object
     not copied to local disk is read in its store (a Spark task reads only its row groups)."""
     if f.compression is None:
-        return open_input(f) if f.is_object and f.local is None else f.readable
+        return open_input(f) if f.in_store else f.readable
     target = os.path.join(scratch, f"unpacked-{abs(hash(f.path))}.parquet")
     if not os.path.exists(target):
         with open_stream(f) as src, open(target + ".tmp", "wb") as dst:
@@ -165,8 +164,12 @@ def _parquet_source(f: InputFile, scratch: str) -> Iterator[str | pa.NativeFile]
     try:
         yield source
     finally:
-        if not isinstance(source, str):
-            source.close()
+        _close(source)
+
+
+def _close(source: str | pa.NativeFile) -> None:
+    if not isinstance(source, str):
+        source.close()  # (ParquetFile and read_schema leave a file they were handed open)
 
 
 def _file_error(f: InputFile, err: Exception, opts: ReadOptions, plan: TextPlan | None = None,

@@ -216,19 +216,16 @@ def list_objects(spec: str, options: StorageOptions) -> tuple[str | None, list[S
     return fs.unstrip_protocol(root), objects
 
 
-def current(obj: StoredObject, options: StorageOptions) -> StoredObject | None:
-    """The object as the store lists it now; None when it is gone."""
-    fs, path = _filesystem(obj.uri, options)
-    try:
-        info = _call(obj.uri, "looking it up", lambda: fs.info(path))
-    except FileNotFoundError:
-        return None
-    return _object(fs, path, info)
-
-
 def check_unchanged(obj: StoredObject, options: StorageOptions) -> None:
     """Fails the run when the object is not what it was when the run listed it."""
-    now = current(obj, options)
+    _check(obj, *_filesystem(obj.uri, options))
+
+
+def _check(obj: StoredObject, fs, path: str) -> None:
+    try:
+        now = _object(fs, path, _call(obj.uri, "looking it up", lambda: fs.info(path)))
+    except FileNotFoundError:
+        now = None
     if now is None:
         raise RoologError(f"{obj.uri}: the object was deleted during the run; run again")
     if (now.size, now.mtime_ns // 10**9, now.etag) != (obj.size, obj.mtime_ns // 10**9, obj.etag):
@@ -255,7 +252,7 @@ def _stream(obj: StoredObject, options: StorageOptions, sink: Callable[[], Calla
         raise RoologError(f"{obj.uri}: the object was deleted during the run; run again") from None
     except _LocalFailure as failure:
         raise failure.error from None
-    check_unchanged(obj, options)
+    _check(obj, fs, path)
     return digest
 
 

@@ -213,9 +213,13 @@ def unchanged(recorded_inputs: list[InputRecord], files: list[InputFile]) -> boo
     store gives no ETag is read again each run)."""
     if [r.path for r in recorded_inputs] != [f.recorded_path for f in files]:
         return False
-    return all(r.bytes == f.size and ((r.stat == f.stat() and (f.etag or not f.is_object))
-                                      or (not f.is_object and r.xxh64 == file_xxh64(f.path)))
-               for r, f in zip(recorded_inputs, files, strict=True))
+    return all(r.bytes == f.size and _same(r, f) for r, f in zip(recorded_inputs, files, strict=True))
+
+
+def _same(r: InputRecord, f: InputFile) -> bool:
+    if f.is_object:  # the listing alone decides; without an ETag nothing does, and the object is read again
+        return bool(f.etag) and r.stat == f.stat()
+    return r.stat == f.stat() or r.xxh64 == file_xxh64(f.path)
 
 
 def up_to_date(folder: OutputFolder, rel: str, files: list[InputFile], options: dict, log: Log) -> bool:
