@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
@@ -40,6 +41,7 @@ sys.path.insert(0, REPO)
 from roolog.synthetic import (  # noqa: E402
     generate_impressions,
     generate_repeat_users,
+    history_as_text,
     interleave_order,
     write_impressions,
 )
@@ -64,13 +66,19 @@ CASES = {  # name: (requests, history length, layout); "wide ..." layouts are wi
     "1M rows interleaved (window 64)": (100_000, 100, "interleaved"),
     "1M rows, string keys": (100_000, 100, "strings"),
     "1M rows CSV, no history": (100_000, 0, "csv"),  # text input: type checks, quoted line breaks
+    "1M rows CSV, history 20 as text": (100_000, 20, "csv"),
+    "1M rows TSV.gz, history 20 as text": (100_000, 20, "tsv.gz"),
+    "0.5M rows JSON Lines, history 20 as text": (50_000, 20, "jsonl"),
     "wide 5M rows": (500_000, 100, "wide contiguous"),
     "wide 1M rows": (100_000, 100, "wide contiguous"),
     "wide 1M rows interleaved (window 64)": (100_000, 100, "wide interleaved"),
     "wide 1M rows shuffled": (100_000, 100, "wide shuffled"),
 }
 QUICK = {"100K rows, history 100": (10_000, 100, "contiguous"), "100K rows shuffled": (10_000, 100, "shuffled"),
-         "100K rows CSV": (10_000, 0, "csv"), "wide 100K rows interleaved": (10_000, 100, "wide interleaved")}
+         "100K rows CSV": (10_000, 0, "csv"), "100K rows TSV.gz, history 20": (10_000, 20, "tsv.gz"),
+         "50K rows JSON Lines, history 20": (5_000, 20, "jsonl"),
+         "wide 100K rows interleaved": (10_000, 100, "wide interleaved")}
+TEXT = ("csv", "tsv.gz", "jsonl")  # text layouts: the file's suffix; a history is a space-separated string
 
 DUCKDB = """
 import duckdb, sys
@@ -79,7 +87,8 @@ cols = [f"any_value({c}) AS {c}" for c in request.split(",") if c] + [
     f"list({c} ORDER BY {order}) AS {c}" for c in impression.split(",")]
 con = duckdb.connect()
 con.execute(f"SET threads TO {CORES}")
-read = f"read_csv('{src}')" if src.endswith(".csv") else f"read_parquet('{src}')"
+read = (f"read_ndjson('{src}')" if src.endswith(".jsonl") else f"read_parquet('{src}')" if src.endswith(".parquet")
+        else f"read_csv('{src}')")
 con.execute(f"COPY (SELECT {key}, {', '.join(cols)} FROM {read} GROUP BY {key}) "
             f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 """.replace("{CORES}", str(CORES))
@@ -88,7 +97,8 @@ import polars as pl, sys
 src, out, key, order, request, impression = sys.argv[1:7]
 aggs = [pl.col(c).first() for c in request.split(",") if c] + [
     pl.col(c).sort_by(order) for c in impression.split(",")]
-scan = pl.scan_csv(src, try_parse_dates=True) if src.endswith(".csv") else pl.scan_parquet(src)
+scan = (pl.scan_parquet(src) if src.endswith(".parquet") else pl.scan_ndjson(src) if src.endswith(".jsonl")
+        else pl.scan_csv(src, try_parse_dates=True, separator="\t" if ".tsv" in src else ","))
 scan.group_by(key).agg(aggs).sink_parquet(out, compression="zstd", compression_level=3)
 """
 SORTED_BY = {  # the grouped output sorted by a column, as each peer would write it clustered
@@ -101,8 +111,16 @@ SORTED_BY = {  # the grouped output sorted by a column, as each peer would write
                              "src, out, key, order, request, impression, sort = sys.argv[1:8]")
                     .replace("group_by(key)", "group_by(key, maintain_order=True)"),
 }
-FLOOR = ("import pyarrow.csv as pc, pyarrow.parquet as pq, sys; "
-         "(pc.read_csv if sys.argv[1].endswith('.csv') else pq.read_table)(sys.argv[1])")
+FLOOR = """
+import pyarrow as pa, pyarrow.csv as pc, pyarrow.json as pj, pyarrow.parquet as pq, sys
+src = sys.argv[1]
+if src.endswith(".parquet"):
+    pq.read_table(src)
+elif src.endswith(".jsonl"):
+    pj.read_json(src)
+else:  # read_csv takes .gz by its name
+    pc.read_csv(src, parse_options=pc.ParseOptions(delimiter="\t" if ".tsv" in src else ","))
+"""
 
 
 def timed(cmd: list[str]) -> dict:
@@ -160,9 +178,16 @@ def check_same(reference: pa.Table, other: pa.Table, tool: str, case: str) -> No
 
 def make_case(tmp: str, name: str, requests: int, history: int, layout: str) -> str:
     path = os.path.join(tmp, re.sub(r"\W+", "_", name) + ".parquet")
-    if layout == "csv":
-        path = path.replace(".parquet", ".csv")
-        pcsv.write_csv(generate_impressions(requests, 1, seed=1).drop_columns(["user_history_item_ids"]), path)
+    if layout in TEXT:
+        path = path.replace(".parquet", "." + layout)
+        table = generate_impressions(requests, max(history, 1), seed=1)
+        table = history_as_text(table) if history else table.drop_columns(["user_history_item_ids"])
+        if layout == "jsonl":  # times as epoch milliseconds, as JSON logs write them
+            frame = pl.from_arrow(table).with_columns(pl.col("request_time").dt.epoch("ms"))
+            frame.write_ndjson(path)
+        else:
+            with pa.output_stream(path, compression="gzip" if path.endswith(".gz") else None) as out:
+                pcsv.write_csv(table, out, pcsv.WriteOptions(delimiter="\t" if layout == "tsv.gz" else ","))
     elif layout == "shuffled":
         pq.write_table(generate_impressions(requests, history, seed=1, shuffle=True), path, compression="zstd")
     elif layout == "interleaved":
@@ -180,7 +205,7 @@ def run_case(tmp: str, name: str, spec: tuple, runs: int) -> list[tuple]:
     src = make_case(tmp, name, *spec)
     out = os.path.join(tmp, "out")
     wide = spec[2].startswith("wide ")
-    request = WIDE_REQUEST if wide else [c for c in REQUEST if not (spec[2] == "csv" and c == "user_history_item_ids")]
+    request = WIDE_REQUEST if wide else [c for c in REQUEST if spec[1] or c != "user_history_item_ids"]
     cmds = tool_commands(src, out, "request_id", "position", request, WIDE_IMPRESSION if wide else IMPRESSION)
     times: dict[str, list[dict]] = {t: [] for t in cmds}
     for r in range(runs):
@@ -369,6 +394,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small cases, one run")
     ap.add_argument("--case", action="append", help="only these cases (by name)")
     ap.add_argument("--storage", action="store_true", help="only the bytes: real logs and repeat users")
+    ap.add_argument("--no-storage", action="store_true", help="leave out the bytes of real logs and repeat users")
     ap.add_argument("--object-store", action="store_true",
                     help="only the 1M-row logs read from a local S3 server (moto) against the same files on disk")
     args = ap.parse_args()
@@ -392,6 +418,8 @@ def main() -> None:
             print(f"Synthetic logs, {CORES} cores, median of {runs} run(s) per tool, each a whole process:\n")
             print(markdown(("case", "tool", "wall s", "peak RSS MB", "CPU s", "output MB", "x floor",
                             "x best peer"), rows))
+        if args.no_storage:
+            return
         print("\nRepeat users (1,000 users x 28 requests, history 200, time-ordered), bytes on disk:\n")
         print(markdown(("file", "bytes", "flat / this", "flat sorted by user / this", "wall s"),
                        repeat_users(tmp, runs)))

@@ -194,8 +194,9 @@ def _file_error(f: InputFile, err: Exception, opts: ReadOptions, plan: TextPlan 
     return RoologError(f"{f.path}: {msg}")
 
 
-def _plan(f: InputFile, opts: ReadOptions, scratch: str) -> TextPlan:
-    """The file's columns and types (and, for text files, how it is read), from its footer or first block."""
+def _plan(f: InputFile, opts: ReadOptions, scratch: str, keep_head: bool = False) -> TextPlan:
+    """The file's columns and types (and, for text files, how it is read), from its footer or first block
+    (`keep_head`: with a CSV/TSV file's first block parsed, for its read)."""
     if f.size == 0:
         raise RoologError(f"{f.path}: file is empty")
     invalid = InvalidRows()
@@ -203,7 +204,7 @@ def _plan(f: InputFile, opts: ReadOptions, scratch: str) -> TextPlan:
         if f.format == "parquet":
             with _parquet_source(f, scratch) as source:
                 return TextPlan(pq.read_schema(source))
-        return plan_text(f, opts, invalid)
+        return plan_text(f, opts, invalid, keep_head)
     except (pa.ArrowException, OSError, EOFError) as err:
         raise _file_error(f, err, opts, invalid=invalid) from None
 
@@ -269,7 +270,8 @@ class Source:
         self.scratch = scratch or tempfile.mkdtemp(prefix="roolog-read-")
         self.partition_fields = _partition_fields(files)
         declared = declared_types(options)
-        self._plans = {f.path: _plan(f, options, self.scratch) for f in files}
+        # the first file's first block is kept parsed: it is read first, so at most one block is held
+        self._plans = {f.path: _plan(f, options, self.scratch, keep_head=i == 0) for i, f in enumerate(files)}
         unknown = sorted(set(declared) - {n for p in self._plans.values() for n in p.schema.names})
         if unknown:
             raise UsageProblem(f"--column-type names column(s) {unknown} that are in no input file")
@@ -310,6 +312,8 @@ class Source:
         """(piece, first row in the file, batch, fraction read) for the given pieces of `f`."""
         invalid = InvalidRows()
         plan = self._plans[f.path]
+        if plan.head is not None:
+            self._plans[f.path] = replace(plan, head=None)  # read once; a second read parses it again
         rows = {number: piece.first_row for number, piece in pieces}
         try:
             reader, position = _reader(f, self.options, plan, self.file_schema, self.scratch, invalid, pieces)
@@ -332,6 +336,12 @@ class Source:
         columns = list(batch.columns) + [
             pa.array([values.get(p.name)] * batch.num_rows).cast(p.type) for p in self.partition_fields]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def __getstate__(self) -> dict:
+        """A Source sent to Spark's tasks goes without any parsed first block (a task parses its own)."""
+        state = dict(self.__dict__)
+        state["_plans"] = {path: replace(plan, head=None) for path, plan in self._plans.items()}
+        return state
 
     def close(self) -> None:
         if self._own_scratch:

@@ -28,11 +28,12 @@ line break is an error naming --newlines-in-values, never rows made up.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -54,13 +55,24 @@ _JSON_TYPE_ERROR = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
 
 
 @dataclass(frozen=True)
+class Head:
+    """A CSV/TSV file's first block as planning parsed it, kept so that the read does not parse it again:
+    its rows (checked integer columns still their texts) and how many bytes of the (decompressed) stream it
+    took, header included. The read goes on from there with the header's names."""
+
+    table: pa.Table
+    size: int
+
+
+@dataclass(frozen=True)
 class TextPlan:
     """How one text file is read: its columns and types, which integer columns are checked text by text,
-    and whether its blocks are split quote-aware."""
+    whether its blocks are split quote-aware, and (when asked for) its first block, parsed."""
 
     schema: pa.Schema
     checked: frozenset[str] = frozenset()
     newlines: bool = False
+    head: Head | None = field(default=None, compare=False, repr=False)
 
 
 def declared_types(opts: ReadOptions) -> dict[str, pa.DataType]:
@@ -133,16 +145,84 @@ sys.unraisablehook = _quiet_undecodable_rows(sys.unraisablehook)
 
 # ---- planning: the first block ------------------------------------------------------------------------
 
-def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
-    """The plan of a CSV, TSV or JSON-lines file, from its first block."""
+def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None, keep_head: bool = False) -> TextPlan:
+    """The plan of a CSV, TSV or JSON-lines file, from its first block (`keep_head`: with that block parsed,
+    for the read to start from)."""
     declared = declared_types(opts)
     if f.format == "jsonl":
         return TextPlan(_json_schema(f, opts, declared))
-    newlines = opts.newlines_in_values or _quoted_line_break(f, opts.batch_bytes)
-    # one thread: a threaded reader would parse blocks ahead that the peek never looks at
+    with open_stream(f) as stream:
+        data = stream.read(opts.batch_bytes)
+    inside = _breaks_inside_quotes(data)
+    newlines = opts.newlines_in_values or bool(inside.any())
+    cut = _block_end(data, inside, newlines, len(data) < opts.batch_bytes)
+    if cut is None:  # no whole row in the block: pyarrow's reader says what is wrong
+        return _plan_from_stream(f, opts, declared, newlines, on_invalid)
+    # the block as pyarrow's streaming reader cuts it (at its last row end), parsed and inferred as one chunk
+    read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid, use_threads=False)
+    read.block_size = cut + 1
+    block = pa.py_buffer(data)[:cut]
+    typed = pcsv.read_csv(pa.BufferReader(block), read, parse, convert)
+    plan, texts = _typed_plan(f, opts, declared, typed.schema, newlines,
+                              lambda numbers: _parsed(block, f, opts, numbers, on_invalid, newlines, cut))
+    if not keep_head:
+        return plan
+    as_texts = plan.checked | {n for n in plan.schema.names  # (checked, or read as string after all)
+                               if not plan.schema.field(n).type.equals(typed.schema.field(n).type)}
+    columns = [texts.column(n) if texts is not None and n in as_texts else typed.column(n)
+               for n in plan.schema.names]
+    table = pa.Table.from_arrays(columns, names=plan.schema.names).combine_chunks()
+    return replace(plan, head=Head(table, cut))
+
+
+def _plan_from_stream(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType], newlines: bool,
+                      on_invalid) -> TextPlan:
+    """The plan from pyarrow's own streaming reader (a first block with no whole row in it)."""
     read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid, use_threads=False)
     with pcsv.open_csv(open_stream(f), read, parse, convert) as r:
         inferred = r.schema  # pyarrow's inference over the first block
+    return _typed_plan(f, opts, declared, inferred, newlines,
+                       lambda numbers: _first_block(f, opts, dict.fromkeys(numbers, pa.string()), on_invalid,
+                                                    newlines, numbers))[0]
+
+
+def _parsed(block: pa.Buffer, f: InputFile, opts: ReadOptions, names: list[str], on_invalid, newlines: bool,
+            cut: int) -> pa.Table:
+    """The columns `names` of the block, as texts."""
+    read, parse, convert = csv_options(f, opts, dict.fromkeys(names, pa.string()), newlines, on_invalid,
+                                       use_threads=False)
+    read.block_size = cut + 1
+    convert.include_columns = names
+    return pcsv.read_csv(pa.BufferReader(block), read, parse, convert)
+
+
+def _breaks_inside_quotes(data: bytes) -> np.ndarray:
+    """Per line break (\n or \r) in `data`: whether it lies inside quotes, after an odd number of quote
+    characters (a doubled "" inside a value counts two, so the parity still holds)."""
+    head = np.frombuffer(data, dtype=np.uint8)
+    breaks = np.flatnonzero((head == ord("\n")) | (head == ord("\r")))
+    quotes = np.flatnonzero(head == ord('"'))
+    if not len(quotes):
+        return np.zeros(len(breaks), bool)
+    return (np.searchsorted(quotes, breaks) % 2).astype(bool)  # quotes before each break: odd is inside
+
+
+def _block_end(data: bytes, inside: np.ndarray, newlines: bool, whole: bool) -> int | None:
+    """Where pyarrow's reader ends the first block of `data`: all of it when it is the whole file, else after
+    its last line break (outside quotes, when splitting quote-aware); None when there is no such break."""
+    if whole:
+        return len(data)
+    head = np.frombuffer(data, dtype=np.uint8)
+    breaks = np.flatnonzero((head == ord("\n")) | (head == ord("\r")))
+    if newlines:
+        breaks = breaks[~inside]
+    return int(breaks[-1]) + 1 if len(breaks) else None
+
+
+def _typed_plan(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType], inferred: pa.Schema,
+                newlines: bool, texts_of) -> tuple[TextPlan, pa.Table | None]:
+    """The plan from pyarrow's inferred types: integer columns checked, too-big integers exact (see the
+    module's docstring); texts_of(names) parses those columns of the first block as texts (returned too)."""
     twice = sorted({n for n in inferred.names if inferred.names.count(n) > 1})
     if twice:
         raise RoologError(f"{f.path}: column name(s) {twice} appear more than once in the header")
@@ -151,42 +231,29 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None) -> TextPlan:
         raise RoologError(_not_utf8(f, undecodable[0]))
     numbers = [fl.name for fl in inferred if fl.name not in declared
                and (pa.types.is_integer(fl.type) or pa.types.is_floating(fl.type))]
-    texts = _first_block(f, opts, dict.fromkeys(numbers, pa.string()), on_invalid, newlines, numbers) if numbers \
-        else None
+    texts = texts_of(numbers) if numbers else None
     fields, checked = [], set()
-    for field in inferred:
-        t = field.type
-        if field.name in numbers and texts is not None:
-            values = texts.column(field.name)
+    for column in inferred:
+        t = column.type
+        if column.name in numbers and texts is not None:
+            values = texts.column(column.name)
             present = values.filter(pc.invert(pc.is_in(values, pa.array(null_texts(opts)))).fill_null(False))
             if pa.types.is_integer(t):
                 if round_trips(present, pa.int64()):
-                    checked.add(field.name)
+                    checked.add(column.name)
                 else:
                     t = pa.string()  # 0123 and 123 are two texts: kept apart
             elif len(present) and pc.any(pc.match_substring_regex(present, LONG_INTEGER)).as_py():
                 exact = exact_integer_type(present)  # integers too big for int64: exactly, never a double
                 if exact is not None:
                     t = exact
-                    checked.add(field.name)
+                    checked.add(column.name)
                 else:
                     t = pa.string()  # their digits (with fractions, +5 or ' 5' beside them)
             elif len(present) and pc.all(pc.match_substring_regex(present, INTEGER_LOOKING)).as_py():
                 t = pa.string()  # +5, ' 5': their texts
-        fields.append(pa.field(field.name, t))
-    return TextPlan(pa.schema(fields), frozenset(checked), bool(newlines))
-
-
-def _quoted_line_break(f: InputFile, size: int) -> bool:
-    """Whether a line break in the file's first `size` bytes lies inside quotes: after an odd number of
-    quote characters (a doubled "" inside a value counts two, so the parity still holds)."""
-    with open_stream(f) as stream:
-        head = np.frombuffer(stream.read(size), dtype=np.uint8)
-    quotes = np.flatnonzero(head == ord('"'))
-    if not len(quotes):
-        return False
-    breaks = np.flatnonzero((head == ord("\n")) | (head == ord("\r")))
-    return bool((np.searchsorted(quotes, breaks) % 2).any())  # quotes before each break: odd is inside
+        fields.append(pa.field(column.name, t))
+    return TextPlan(pa.schema(fields), frozenset(checked), bool(newlines)), texts
 
 
 def _json_schema(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType]) -> pa.Schema:
@@ -305,13 +372,23 @@ def integer_type_for(text: str) -> str:
 
 def csv_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, stream,
                 on_invalid) -> Iterator[pa.RecordBatch]:
-    """The file's batches in `schema`'s types (the unified ones); checked integer columns converted here."""
+    """The file's batches in `schema`'s types (the unified ones); checked integer columns converted here. The
+    first block is the plan's, when it has it in these types: the read goes on after it."""
     types = {n: (pa.string() if n in plan.checked else schema.field(n).type) for n in schema.names}
     read, parse, convert = csv_options(f, opts, types, plan.newlines, on_invalid)
     nulls = pa.array(null_texts(opts))
     rows, last = 0, None
     tail = _Tail(stream)
-    for batch in pcsv.open_csv(tail, read, parse, convert):
+    head = plan.head
+    if head is not None and head.table.schema.equals(pa.schema(types.items())):
+        skipped = 0
+        while skipped < head.size and (chunk := tail.read(min(8 << 20, head.size - skipped))):
+            skipped += len(chunk)  # (parsed already)
+        read.column_names = schema.names  # the header was in the head
+        blocks = itertools.chain(head.table.to_batches(), _rest(tail, read, parse, convert))
+    else:
+        blocks = pcsv.open_csv(tail, read, parse, convert)
+    for batch in blocks:
         if not plan.newlines:
             _not_cut(f, batch)
         if plan.checked:
@@ -321,6 +398,17 @@ def csv_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Sche
         yield batch
     if last is not None:
         _closed_at_end(f, opts, parse.delimiter, last, tail)
+
+
+def _rest(tail: _Tail, read, parse, convert) -> Iterator[pa.RecordBatch]:
+    """The batches after the first block (none when nothing but line breaks follows it)."""
+    try:
+        reader = pcsv.open_csv(tail, read, parse, convert)
+    except pa.ArrowInvalid as err:
+        if str(err).startswith("Empty CSV file"):
+            return
+        raise
+    yield from reader
 
 
 class _Tail:

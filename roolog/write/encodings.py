@@ -11,12 +11,13 @@ HIGHER_LEVELS makes the column's first 512 KB of the sample at least 5% smaller 
 and that saving, scaled to the whole column, is at least 0.5% of the sample's bytes (text such as a
 user's history as a string pays; random ids do not). That is the write-time budget: a slower level is
 only ever paid where it buys a twentieth of a column and a two-hundredth of the output; columns under
-2% of the sample are not tried. A small output (input up to SMALL_INPUT_BYTES) may also have every column
-still at the run's level raised together to one of WHOLE_LEVELS, when that makes the whole sample at least
-WHOLE_PAYS smaller (a wide log of many small list columns: each too small to try alone; tried on the
-sample's first MB). The budget: zstd 16 compresses a history column at about 4 MB/s here against some
-200 MB/s at 3, so on 8 MB of input the raised level costs at most about 2 s more (measured: a 14 MB log
-took 4 s more, which is why the bound is 8 MB); larger outputs never pay it.
+2% of the sample are not tried. Levels above SLOW_LEVEL are tried only for a small output (input up to
+SMALL_INPUT_BYTES), which may also have every column still at the run's level raised together to one of
+WHOLE_LEVELS, when that makes the whole sample at least WHOLE_PAYS smaller (a wide log of many small list
+columns: each too small to try alone; tried on the sample's first MB). The budget, measured here on a
+user's history as text (12 MB of it, one core): zstd 3 writes it in 0.25 s, 9 in 0.8 s, 12 in 1.7 s and 16
+in 10 s (1.2 MB/s) for 3.4% fewer bytes than 9; so a larger output never pays a level above 9 (a 1M-row
+CSV log took 11 s at 16 against 2.3 s for DuckDB), and on 8 MB of input 16 costs at most a few seconds.
 
 Two more choices are made on the same sample. The footer (`footer_settings`): min/max statistics only where
 readers filter (the key, request-level scalars; and 0/1 label lists, which `convert` reads back to suggest
@@ -51,6 +52,7 @@ _CANDIDATES = {  # Parquet physical type -> encodings worth trying besides dicti
 }
 DICTIONARY = "DICTIONARY"
 HIGHER_LEVELS = (9, 16)  # zstd levels tried over the run's own, in turn
+SLOW_LEVEL = 9  # levels above this are tried only for small outputs (see the write-time budget above)
 LEVEL_GAIN = 0.95  # a higher level is kept when it leaves at most this share of the bytes of the one below
 TRIALS = 2  # columns tried at once
 LEVEL_SAMPLE_BYTES = 512 << 10  # the levels are tried on each column's first requests up to this many bytes
@@ -137,14 +139,16 @@ def choose_request_order(sample: pa.Table, settings: dict, compression_level: in
 def choose_encodings(sample: pa.Table, compression_level: int, small: bool = False) -> dict:
     """ParquetWriter settings (use_dictionary, column_encoding, compression_level per leaf column) that make
     `sample` smallest, per column (the trials of two columns at a time: pyarrow writes without the GIL);
-    `small`: the output is small enough to raise every column's level together (see the module's docstring)."""
+    `small`: the output is small enough for levels above SLOW_LEVEL, and to raise every column's level
+    together (see the module's docstring)."""
     columns = [sample.select([name]) for name in sample.column_names]
+    tried = tuple(lv for lv in HIGHER_LEVELS if lv > compression_level and (small or lv <= SLOW_LEVEL))
     with ThreadPoolExecutor(max_workers=TRIALS, thread_name_prefix="roolog-encodings") as pool:
         choices = list(pool.map(lambda column: _encoding(column, compression_level), columns))
         total = sum(c.size for c in choices if c.best is not None)
         leveled = [c for c in choices if c.best is not None and c.size >= LEVEL_SHARE * total]
-        higher = pool.map(lambda c: _level(c.column, compression_level, c.settings, LEVEL_PAYS * total / c.size),
-                          leveled)
+        higher = pool.map(lambda c: _level(c.column, compression_level, c.settings, LEVEL_PAYS * total / c.size,
+                                           tried), leveled)
         levels = {path: compression_level for c in choices for path in c.paths}
         levels.update((c.paths[0], level) for c, level in zip(leveled, higher, strict=True))
     dictionary = [path for c in choices if c.best in (None, DICTIONARY) for path in c.paths]
@@ -199,13 +203,14 @@ def _encoding(column: pa.Table, compression_level: int) -> _Choice:
     return _Choice(column, paths, best, sizes[best])
 
 
-def _level(column: pa.Table, compression_level: int, settings: dict, pays: float) -> int:
+def _level(column: pa.Table, compression_level: int, settings: dict, pays: float, tried: tuple[int, ...]) -> int:
     """The zstd level for a one-column table written with `settings`: see the module's docstring (`pays`:
-    the least share of the column's bytes a higher level must save to be worth it)."""
+    the least share of the column's bytes a higher level must save to be worth it; `tried`: the higher
+    levels, in turn)."""
     upto = np.cumsum(row_bytes(column.column(0)))  # bytes up to each row
     head = column.slice(0, int(np.searchsorted(upto, LEVEL_SAMPLE_BYTES, side="left")) + 1)
     level, size = compression_level, _size(head, compression_level, **settings)
-    for higher in (lv for lv in HIGHER_LEVELS if lv > compression_level):
+    for higher in tried:
         smaller = _size(head, higher, **settings)
         if smaller <= min(LEVEL_GAIN, 1 - pays) * size:
             level, size = higher, smaller

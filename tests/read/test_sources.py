@@ -168,3 +168,43 @@ def test_integers_of_both_signs_meet_in_a_type_that_holds_both(tmp_path, a, b, b
     t = read_back(tmp_path / "a.parquet", tmp_path / "b.parquet")
     assert t.schema.field("v").type == both
     assert [Decimal(v) for v in t.column("v").to_pylist()] == [Decimal(biggest), Decimal(other)]
+
+
+def _rows_parsed_by_pyarrow(monkeypatch) -> list[int]:
+    """Rows of every batch pyarrow's streaming CSV reader yields from here on (counted, not changed)."""
+    import roolog.read.textread as textread
+
+    counted, open_csv = [], textread.pcsv.open_csv
+
+    class Counting:
+        def __init__(self, reader):
+            self.reader = reader
+
+        def __iter__(self):
+            for batch in self.reader:
+                counted.append(batch.num_rows)
+                yield batch
+
+    monkeypatch.setattr(textread.pcsv, "open_csv", lambda *a, **k: Counting(open_csv(*a, **k)))
+    return counted
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_the_first_block_is_parsed_once_and_the_read_goes_on_after_it(tmp_path, monkeypatch, ending):
+    """The plan parses a CSV's first block; the read starts after it (its bytes skipped, the header's names
+    given), wherever the block ends: for many block sizes, some ending between a \\r and its \\n, the rows
+    are pyarrow's own read of the whole file, and pyarrow's reader parses only the rows after the block."""
+    lines = ["id,n,word"] + [f'{i},{(i * 37) % 1000},"w{i % 7}"' for i in range(300)]
+    path = tmp_path / "log.csv"
+    path.write_bytes(ending.join(lines).encode() + ending.encode())
+    expected = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={"word": pa.string()}))
+    for block in range(200, 260):
+        with open_source([str(path)], ReadOptions(batch_bytes=block)) as source:
+            counted = _rows_parsed_by_pyarrow(monkeypatch)
+            got = pa.Table.from_batches([sb.batch for sb in source.batches()], schema=source.schema)
+            monkeypatch.undo()
+        assert got.equals(expected), block
+        head = path.read_bytes()[:block]
+        head = head[:max(head.rfind(b"\n"), head.rfind(b"\r")) + 1].replace(b"\r\n", b"\n")
+        first = head.count(b"\n") + head.count(b"\r") - 1  # data rows of the lines the first block ends
+        assert sum(counted) == 300 - first, block

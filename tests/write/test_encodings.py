@@ -44,7 +44,7 @@ def sample_table(rows: int = 20_000) -> pa.Table:
 
 def test_a_slower_level_is_kept_only_where_it_pays():
     table = sample_table()
-    chosen = choose_encodings(table, 3)
+    chosen = choose_encodings(table, 3, small=True)  # (16 tried too)
     levels = chosen["compression_level"]
     assert set(levels) == {"history", "snippet", "noise", "tag"}  # every leaf: unlisted ones would get level 1
     assert levels["history"] > 3 and levels["noise"] == levels["tag"] == levels["snippet"] == 3
@@ -117,6 +117,19 @@ def test_a_higher_level_must_beat_the_level_kept_so_far(monkeypatch):
     scripted = {3: 1000, 9: 900, 16: 880}
     monkeypatch.setattr(encodings, "_size", lambda table, level, **settings: scripted[level])
     column = pa.table({"h": pa.array(["a b c"] * 1000)})
-    assert choose_encodings(column, 3)["compression_level"] == {"h": 9}
+    assert choose_encodings(column, 3, small=True)["compression_level"] == {"h": 9}
     scripted[16] = 850  # 16 now saves over 5% against 9 as well
-    assert choose_encodings(column, 3)["compression_level"] == {"h": 16}
+    assert choose_encodings(column, 3, small=True)["compression_level"] == {"h": 16}
+
+
+def test_a_large_output_never_pays_a_level_above_nine(monkeypatch):
+    """zstd 16 writes a history as text at about a tenth of 9's speed: outside small outputs it is not even
+    tried, however much it would save (sizes scripted; the levels asked for are recorded)."""
+    from roolog.write import encodings
+
+    scripted, asked = {3: 1000, 9: 900, 16: 500}, []
+    monkeypatch.setattr(encodings, "_size", lambda table, level, **settings: asked.append(level) or scripted[level])
+    column = pa.table({"h": pa.array(["a b c"] * 1000)})
+    assert choose_encodings(column, 3)["compression_level"] == {"h": 9}
+    assert 16 not in asked
+    assert choose_encodings(column, 3, small=True)["compression_level"] == {"h": 16}
