@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
-import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from ..errors import RoologError, UsageProblem
@@ -29,6 +28,7 @@ from .textread import (
     declared_types,
     describe_csv_error,
     describe_json_error,
+    json_batches,
     open_stream,
     plan_text,
 )
@@ -122,9 +122,7 @@ def _reader(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Schema, 
     own = pa.schema([schema.field(n) for n in plan.schema.names])  # the file's columns, the unified types
     if f.format in ("csv", "tsv"):
         return ((0, b) for b in csv_batches(f, opts, plan, own, stream, invalid)), position
-    read = pjson.ReadOptions(block_size=opts.batch_bytes)
-    parse = pjson.ParseOptions(explicit_schema=own, newlines_in_values=False, unexpected_field_behavior="error")
-    return ((0, b) for b in pjson.open_json(stream, read, parse)), position
+    return ((0, b) for b in json_batches(f, opts, plan, own, stream)), position
 
 
 def _parquet_batches(pf: pq.ParquetFile, batch_bytes: int, piece: Piece) -> Iterator[pa.RecordBatch]:

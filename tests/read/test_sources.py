@@ -170,11 +170,10 @@ def test_integers_of_both_signs_meet_in_a_type_that_holds_both(tmp_path, a, b, b
     assert [Decimal(v) for v in t.column("v").to_pylist()] == [Decimal(biggest), Decimal(other)]
 
 
-def _rows_parsed_by_pyarrow(monkeypatch) -> list[int]:
-    """Rows of every batch pyarrow's streaming CSV reader yields from here on (counted, not changed)."""
-    import roolog.read.textread as textread
-
-    counted, open_csv = [], textread.pcsv.open_csv
+def _rows_parsed_by_pyarrow(monkeypatch, module=pcsv, name="open_csv") -> list[int]:
+    """Rows of every batch pyarrow's streaming CSV (or JSON) reader yields from here on (counted, not
+    changed)."""
+    counted, opened = [], getattr(module, name)
 
     class Counting:
         def __init__(self, reader):
@@ -185,7 +184,7 @@ def _rows_parsed_by_pyarrow(monkeypatch) -> list[int]:
                 counted.append(batch.num_rows)
                 yield batch
 
-    monkeypatch.setattr(textread.pcsv, "open_csv", lambda *a, **k: Counting(open_csv(*a, **k)))
+    monkeypatch.setattr(module, name, lambda *a, **k: Counting(opened(*a, **k)))
     return counted
 
 
@@ -207,4 +206,23 @@ def test_the_first_block_is_parsed_once_and_the_read_goes_on_after_it(tmp_path, 
         head = path.read_bytes()[:block]
         head = head[:max(head.rfind(b"\n"), head.rfind(b"\r")) + 1].replace(b"\r\n", b"\n")
         first = head.count(b"\n") + head.count(b"\r") - 1  # data rows of the lines the first block ends
+        assert sum(counted) == 300 - first, block
+
+
+def test_a_json_lines_first_block_is_parsed_once_too(tmp_path, monkeypatch):
+    """The same for JSON lines: for many block sizes the rows are pyarrow's read of the whole file, and its
+    streaming reader parses only the lines after the first block (those up to its last line break)."""
+    import pyarrow.json as pjson
+
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "n": (i * 37) % 1000, "word": f"w{i % 7}"}) + "\n"
+                            for i in range(300)))
+    expected = pjson.read_json(path)
+    for block in range(200, 260):
+        with open_source([str(path)], ReadOptions(batch_bytes=block)) as source:
+            counted = _rows_parsed_by_pyarrow(monkeypatch, pjson, "open_json")
+            got = pa.Table.from_batches([sb.batch for sb in source.batches()], schema=source.schema)
+            monkeypatch.undo()
+        assert got.equals(expected), block
+        first = path.read_bytes()[:block].count(b"\n")  # lines the first block ends
         assert sum(counted) == 300 - first, block
