@@ -160,9 +160,9 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None, keep_head: bool 
         data = stream.read(opts.batch_bytes)
     if f.format == "jsonl":
         return _json_plan(f, opts, declared, data, keep_head)
-    inside = _breaks_inside_quotes(data)
+    breaks, inside = _line_breaks(data)
     newlines = opts.newlines_in_values or bool(inside.any())
-    cut = _block_end(data, inside, newlines, len(data) < opts.batch_bytes)
+    cut = _block_end(data, breaks, inside, newlines, len(data) < opts.batch_bytes)
     if cut is None:  # no whole row in the block: pyarrow's reader says what is wrong
         return _plan_from_stream(f, opts, declared, newlines, on_invalid)
     # the block as pyarrow's streaming reader cuts it (at its last row end), parsed and inferred as one chunk
@@ -203,24 +203,25 @@ def _parsed(block: pa.Buffer, f: InputFile, opts: ReadOptions, names: list[str],
     return pcsv.read_csv(pa.BufferReader(block), read, parse, convert)
 
 
-def _breaks_inside_quotes(data: bytes) -> np.ndarray:
-    """Per line break (\n or \r) in `data`: whether it lies inside quotes, after an odd number of quote
-    characters (a doubled "" inside a value counts two, so the parity still holds)."""
+def _line_breaks(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets of the line breaks (\n or \r) in `data`, and per break whether it lies inside quotes,
+    after an odd number of quote characters (a doubled "" inside a value counts two: the parity holds)."""
     head = np.frombuffer(data, dtype=np.uint8)
-    breaks = np.flatnonzero((head == ord("\n")) | (head == ord("\r")))
+    ends = head == ord("\n")
+    if b"\r" in data:
+        ends |= head == ord("\r")
+    breaks = np.flatnonzero(ends)
+    if b'"' not in data:
+        return breaks, np.zeros(len(breaks), bool)
     quotes = np.flatnonzero(head == ord('"'))
-    if not len(quotes):
-        return np.zeros(len(breaks), bool)
-    return (np.searchsorted(quotes, breaks) % 2).astype(bool)  # quotes before each break: odd is inside
+    return breaks, (np.searchsorted(quotes, breaks) % 2).astype(bool)  # quotes before each: odd is inside
 
 
-def _block_end(data: bytes, inside: np.ndarray, newlines: bool, whole: bool) -> int | None:
+def _block_end(data: bytes, breaks: np.ndarray, inside: np.ndarray, newlines: bool, whole: bool) -> int | None:
     """Where pyarrow's reader ends the first block of `data`: all of it when it is the whole file, else after
     its last line break (outside quotes, when splitting quote-aware); None when there is no such break."""
     if whole:
         return len(data)
-    head = np.frombuffer(data, dtype=np.uint8)
-    breaks = np.flatnonzero((head == ord("\n")) | (head == ord("\r")))
     if newlines:
         breaks = breaks[~inside]
     return int(breaks[-1]) + 1 if len(breaks) else None
@@ -244,20 +245,26 @@ def _typed_plan(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType
         t = column.type
         if column.name in numbers and texts is not None:
             values = texts.column(column.name)
+            if pa.types.is_integer(t) and round_trips(values, pa.int64()):  # the common case: no null texts
+                checked.add(column.name)
+                fields.append(pa.field(column.name, t))
+                continue
             present = values.filter(pc.invert(pc.is_in(values, pa.array(null_texts(opts)))).fill_null(False))
             if pa.types.is_integer(t):
                 if round_trips(present, pa.int64()):
                     checked.add(column.name)
                 else:
                     t = pa.string()  # 0123 and 123 are two texts: kept apart
-            elif len(present) and pc.any(pc.match_substring_regex(present, LONG_INTEGER)).as_py():
+            elif len(present) and pc.max(pc.binary_length(present)).as_py() >= 19 \
+                    and pc.any(pc.match_substring_regex(present, LONG_INTEGER)).as_py():
                 exact = exact_integer_type(present)  # integers too big for int64: exactly, never a double
                 if exact is not None:
                     t = exact
                     checked.add(column.name)
                 else:
                     t = pa.string()  # their digits (with fractions, +5 or ' 5' beside them)
-            elif len(present) and pc.all(pc.match_substring_regex(present, INTEGER_LOOKING)).as_py():
+            elif len(present) and re.match(INTEGER_LOOKING, present[0].as_py()) \
+                    and pc.all(pc.match_substring_regex(present, INTEGER_LOOKING)).as_py():
                 t = pa.string()  # +5, ' 5': their texts
         fields.append(pa.field(column.name, t))
     return TextPlan(pa.schema(fields), frozenset(checked), bool(newlines)), texts

@@ -255,3 +255,18 @@ def test_a_declared_type_is_put_on_a_parquet_column_only_losslessly(tmp_path, de
     assert proc.returncode == 0, proc.stderr
     back = exploded(out, tmp_path).sort_by("k")
     assert [Decimal(v) for v in back.column("x").to_pylist()] == [Decimal(5), Decimal(-6)]
+
+
+@pytest.mark.parametrize("texts", [["+5", "7", "-3"], ["7", "+5", "-3"], ["7", "-3", "+5"]])
+def test_signed_integer_texts_that_pyarrow_reads_as_doubles_keep_their_texts(tmp_path, texts):
+    """pyarrow's CSV inference makes '+5' a double (its integer parser refuses the '+'): 5.0 would print
+    back as another text, so a column of integer texts read as doubles is read as its texts, wherever in
+    the column the '+' is."""
+    from roolog.read.sources import open_source
+
+    path = tmp_path / "signed.csv"
+    path.write_text("k,v\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)))
+    assert pcsv.read_csv(path).schema.field("v").type == pa.float64()  # (the case this is about)
+    with open_source([str(path)], ReadOptions()) as source:
+        values = pa.Table.from_batches([sb.batch for sb in source.batches()], schema=source.schema).column("v")
+    assert values.type == pa.string() and values.to_pylist() == texts
