@@ -18,6 +18,11 @@ roolog, roolog --cluster-by user_id (1 and 4 shards), and DuckDB and Polars grou
     python scripts/bench.py --quick         # small cases, 1 run: a smoke check of the script
     python scripts/bench.py --storage       # only the bytes: real logs and the repeat-user log (a minute)
     python scripts/bench.py --object-store  # the 1M-row logs from a local S3 server against disk (5 minutes)
+    python scripts/bench.py --no-storage --case "1M rows CSV, history 20 as text"   # one case, no bytes part
+
+The text cases (CSV, TSV.gz, JSON Lines) hold the same generator's rows with the history as space-separated
+text (JSON times as epoch milliseconds); their peers are DuckDB read_csv/read_ndjson, Polars
+scan_csv/scan_ndjson and pyarrow's read_csv/read_json as the floor.
 """
 
 from __future__ import annotations
