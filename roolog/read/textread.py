@@ -39,6 +39,7 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -169,9 +170,21 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None, keep_head: bool 
     read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid, use_threads=False)
     read.block_size = cut + 1
     block = pa.py_buffer(data)[:cut]
-    typed = pcsv.read_csv(pa.BufferReader(block), read, parse, convert)
-    plan, texts = _typed_plan(f, opts, declared, typed.schema, newlines,
-                              lambda numbers: _parsed(block, f, opts, numbers, on_invalid, newlines, cut))
+    # the number columns' texts parsed on the other core meanwhile, for the columns the block's first rows
+    # say are numbers (any other the inference finds is parsed after it)
+    guessed = _number_columns(block, _prefix_end(breaks, inside, newlines, cut), f, opts, declared, newlines)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roolog-plan") as pool:
+        early = pool.submit(_parsed, block, f, opts, guessed, on_invalid, newlines, cut) if guessed else None
+        typed = pcsv.read_csv(pa.BufferReader(block), read, parse, convert)
+        ready = early.result() if early is not None else None
+
+    def texts_of(numbers: list[str]) -> pa.Table:
+        late = [n for n in numbers if n not in guessed]
+        parsed = [t for t in (ready, _parsed(block, f, opts, late, on_invalid, newlines, cut) if late else None)
+                  if t is not None]
+        return pa.table({n: next(t.column(n) for t in parsed if n in t.column_names) for n in numbers})
+
+    plan, texts = _typed_plan(f, opts, declared, typed.schema, newlines, texts_of)
     if not keep_head:
         return plan
     as_texts = plan.checked | {n for n in plan.schema.names  # (checked, or read as string after all)
@@ -201,6 +214,30 @@ def _parsed(block: pa.Buffer, f: InputFile, opts: ReadOptions, names: list[str],
     read.block_size = cut + 1
     convert.include_columns = names
     return pcsv.read_csv(pa.BufferReader(block), read, parse, convert)
+
+
+PREFIX_BYTES = 1 << 20  # the first rows of the first block, whose types say which columns to parse as texts early
+
+
+def _prefix_end(breaks: np.ndarray, inside: np.ndarray, newlines: bool, cut: int) -> int:
+    """The end of the block's first rows up to about PREFIX_BYTES (a line break outside quotes)."""
+    ends = breaks[~inside] if newlines else breaks
+    ends = ends[ends < min(cut, PREFIX_BYTES)]
+    return int(ends[-1]) + 1 if len(ends) else cut
+
+
+def _number_columns(block: pa.Buffer, end: int, f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType],
+                    newlines: bool) -> list[str]:
+    """The undeclared columns pyarrow infers as numbers from the block's first `end` bytes (a guess: the
+    whole block decides)."""
+    read, parse, convert = csv_options(f, opts, declared, newlines, use_threads=False)
+    read.block_size = end + 1
+    try:
+        schema = pcsv.read_csv(pa.BufferReader(block[:end]), read, parse, convert).schema
+    except pa.ArrowException:
+        return []  # (the block's own parse says what is wrong)
+    return [fl.name for fl in schema if fl.name not in declared
+            and (pa.types.is_integer(fl.type) or pa.types.is_floating(fl.type))]
 
 
 def _line_breaks(data: bytes) -> tuple[np.ndarray, np.ndarray]:

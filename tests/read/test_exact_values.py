@@ -270,3 +270,22 @@ def test_signed_integer_texts_that_pyarrow_reads_as_doubles_keep_their_texts(tmp
     with open_source([str(path)], ReadOptions()) as source:
         values = pa.Table.from_batches([sb.batch for sb in source.batches()], schema=source.schema).column("v")
     assert values.type == pa.string() and values.to_pylist() == texts
+
+
+def test_number_columns_found_after_the_first_rows_are_checked_as_well(tmp_path):
+    """The texts of the number columns are parsed early for the columns the first MB of rows shows as
+    numbers; a column that is empty there and holds integers later in the block (one of them zero-padded),
+    and one that holds integers there and a word later, still come back as their texts."""
+    from roolog.read.sources import open_source
+
+    rows = 60_000  # about 1.6 MB: the first MB of rows is not the whole block
+    late = ["" if i < 50_000 else ("007" if i == 55_000 else str(i)) for i in range(rows)]
+    early = [str(i) if i != 58_000 else "many" for i in range(rows)]
+    path = tmp_path / "late.csv"
+    path.write_text("k,pad,late,early\n" + "".join(f"{i},{'x' * 15},{a},{b}\n"
+                                                for i, (a, b) in enumerate(zip(late, early))))
+    with open_source([str(path)], ReadOptions()) as source:
+        table = pa.Table.from_batches([sb.batch for sb in source.batches()], schema=source.schema)
+    assert table.schema.field("late").type == pa.string() and table.schema.field("early").type == pa.string()
+    assert table.column("late").to_pylist() == late and table.column("early").to_pylist() == early
+    assert table.schema.field("k").type == pa.int64()
