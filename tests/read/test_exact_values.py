@@ -283,7 +283,7 @@ def test_number_columns_found_after_the_first_rows_are_checked_as_well(tmp_path)
     early = [str(i) if i != 58_000 else "many" for i in range(rows)]
     path = tmp_path / "late.csv"
     path.write_text("k,pad,late,early\n" + "".join(f"{i},{'x' * 15},{a},{b}\n"
-                                                for i, (a, b) in enumerate(zip(late, early))))
+                                                for i, (a, b) in enumerate(zip(late, early, strict=True))))
     with open_source([str(path)], ReadOptions()) as source:
         table = pa.Table.from_batches([sb.batch for sb in source.batches()], schema=source.schema)
     assert table.schema.field("late").type == pa.string() and table.schema.field("early").type == pa.string()
