@@ -67,13 +67,25 @@ ORDER_PAYS = 0.01  # a request order is kept when it makes the sample at least t
 ORDER_SAMPLE_BYTES = 2 << 20  # ... tried on the sample's first requests up to this many bytes, at the run's level
 
 
-def _size(table: pa.Table, compression_level: int, **settings) -> int:
-    """Bytes of `table` written with these settings; it must read back (pyarrow cannot read every encoding
-    into every Arrow type, e.g. a delta-encoded string column into a dictionary column)."""
+def _written(table: pa.Table, compression_level: int, **settings) -> bytes:
+    """`table` written with these settings."""
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", compression_level=compression_level, **settings)
-    pq.read_table(io.BytesIO(sink.getvalue()))
-    return sink.tell()
+    return sink.getvalue()
+
+
+def _size(table: pa.Table, compression_level: int, **settings) -> int:
+    return len(_written(table, compression_level, **settings))
+
+
+def _reads_back(written: bytes) -> bool:
+    """Whether pyarrow reads the file back (it cannot read every encoding into every Arrow type, e.g. a
+    delta-encoded string column into a dictionary column)."""
+    try:
+        pq.read_table(io.BytesIO(written))
+        return True
+    except (pa.ArrowException, ValueError, OSError):
+        return False
 
 
 def _leaves(column: pa.Table) -> list[tuple[str, str]]:
@@ -193,14 +205,17 @@ def _encoding(column: pa.Table, compression_level: int) -> _Choice:
     if len(leaves) != 1 or leaves[0][1] not in _CANDIDATES:  # structs, booleans: the defaults
         return _Choice(column, paths, None)
     path, physical = leaves[0]
-    sizes = {DICTIONARY: _size(column, compression_level, use_dictionary=True)}
+    written = {DICTIONARY: _written(column, compression_level, use_dictionary=True)}
     for enc in _CANDIDATES[physical]:
         try:
-            sizes[enc] = _size(column, compression_level, use_dictionary=False, column_encoding={path: enc})
+            written[enc] = _written(column, compression_level, use_dictionary=False, column_encoding={path: enc})
         except (pa.ArrowException, ValueError, OSError):  # an encoding this type or pyarrow version lacks
             continue
-    best = min(sizes, key=lambda e: (sizes[e], e != DICTIONARY))  # ties keep the default
-    return _Choice(column, paths, best, sizes[best])
+    # the smallest that reads back (ties keep the default); only the one kept is read, not every trial
+    for best in sorted(written, key=lambda e: (len(written[e]), e != DICTIONARY)):
+        if _reads_back(written[best]):
+            return _Choice(column, paths, best, len(written[best]))
+    return _Choice(column, paths, DICTIONARY, len(written[DICTIONARY]))
 
 
 def _level(column: pa.Table, compression_level: int, settings: dict, pays: float, tried: tuple[int, ...]) -> int:
