@@ -446,8 +446,9 @@ def csv_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Sche
     nulls = pa.array(null_texts(opts))
     rows, last = 0, None
     tail = _Tail(stream)
-    head = plan.head
-    if head is not None and head.table.schema.equals(pa.schema(types.items())):
+    head = plan.head if plan.head is not None and plan.head.table.schema.equals(pa.schema(types.items())) \
+        else _csv_head(f, opts, plan, types, on_invalid)
+    if head is not None:
         _skip(tail, head.size)
         read.column_names = schema.names  # the header was in the head
         blocks = itertools.chain(head.table.to_batches(),
@@ -472,13 +473,40 @@ def json_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Sch
     first block is the plan's, when it has it in these types: the read goes on after it."""
     read = pjson.ReadOptions(block_size=read_block_bytes(opts))
     parse = pjson.ParseOptions(explicit_schema=schema, newlines_in_values=False, unexpected_field_behavior="error")
-    head = plan.head
-    if head is None or not head.table.schema.equals(schema):
+    head = plan.head if plan.head is not None and plan.head.table.schema.equals(schema) \
+        else _json_head(f, opts, parse)
+    if head is None:
         yield from pjson.open_json(stream, read, parse)
         return
     _skip(stream, head.size)
     yield from head.table.to_batches()
     yield from _rest(lambda: pjson.open_json(stream, read, parse), "Empty JSON stream")
+
+
+def _csv_head(f: InputFile, opts: ReadOptions, plan: TextPlan, types: dict[str, pa.DataType],
+              on_invalid) -> Head | None:
+    """The first block parsed in these types, when the plan did not keep it (a file after the first, a Spark
+    task): every read cuts a file alike, one first block and then READ_BLOCK_BYTES ones, on both engines."""
+    with open_stream(f) as stream:
+        data = stream.read(opts.batch_bytes)
+    breaks, inside = _line_breaks(data)
+    cut = _block_end(data, breaks, inside, plan.newlines, len(data) < opts.batch_bytes)
+    if cut is None:
+        return None
+    read, parse, convert = csv_options(f, opts, types, plan.newlines, on_invalid, use_threads=False)
+    read.block_size = cut + 1
+    return Head(pcsv.read_csv(pa.BufferReader(pa.py_buffer(data)[:cut]), read, parse, convert).combine_chunks(), cut)
+
+
+def _json_head(f: InputFile, opts: ReadOptions, parse: pjson.ParseOptions) -> Head | None:
+    """A JSON-lines file's first block parsed with the read's options (see _csv_head)."""
+    with open_stream(f) as stream:
+        data = stream.read(opts.batch_bytes)
+    cut = len(data) if len(data) < opts.batch_bytes else data.rfind(b"\n") + 1
+    if not cut:
+        return None
+    read = pjson.ReadOptions(block_size=cut + 1, use_threads=False)
+    return Head(pjson.read_json(pa.BufferReader(pa.py_buffer(data)[:cut]), read, parse).combine_chunks(), cut)
 
 
 def _skip(stream, size: int) -> None:
