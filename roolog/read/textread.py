@@ -451,6 +451,8 @@ def csv_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Sche
     if head is not None:
         _skip(tail, head.size)
         read.column_names = schema.names  # the header was in the head
+        if on_invalid is not None:  # a line number pyarrow counts after the head is not the file's: found again
+            parse.invalid_row_handler = lambda row: on_invalid(row._replace(number=None))
         blocks = itertools.chain(head.table.to_batches(),
                                  _rest(lambda: pcsv.open_csv(tail, read, parse, convert), "Empty CSV file"))
     else:
