@@ -31,6 +31,7 @@ from .textread import (
     json_batches,
     open_stream,
     plan_text,
+    row_too_long,
 )
 
 __all__ = ["FORMATS", "HIVE_NULL", "InputFile", "Inputs", "ReadOptions", "Source", "SourceBatch", "find_inputs",
@@ -176,6 +177,8 @@ def _file_error(f: InputFile, err: Exception, opts: ReadOptions, plan: TextPlan 
     message = str(err).strip()
     if isinstance(err, RoologError):
         return err
+    if "straddl" in message:  # pyarrow: "straddling object straddles two block boundaries"
+        return RoologError(row_too_long(f, opts))
     detail = invalid.describe(f, opts, plan.newlines if plan else True) if invalid else ""
     if not detail and plan is not None and schema is not None and f.format in ("csv", "tsv"):
         detail = describe_csv_error(f, opts, plan, pa.schema([schema.field(n) for n in plan.schema.names]),

@@ -157,30 +157,27 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None, keep_head: bool 
     """The plan of a CSV, TSV or JSON-lines file, from its first block (`keep_head`: with that block parsed,
     for the read to start from)."""
     declared = declared_types(opts)
-    with open_stream(f) as stream:
-        data = stream.read(opts.batch_bytes)
+    data = _first_bytes(f, opts)
     if f.format == "jsonl":
         return _json_plan(f, opts, declared, data, keep_head)
     breaks, inside = _line_breaks(data)
     newlines = opts.newlines_in_values or bool(inside.any())
-    cut = _block_end(data, breaks, inside, newlines, len(data) < opts.batch_bytes)
-    if cut is None:  # no whole row in the block: pyarrow's reader says what is wrong
-        return _plan_from_stream(f, opts, declared, newlines, on_invalid)
+    cut = _block_end(data, breaks, inside, newlines, opts)
+    if cut is None:
+        raise RoologError(row_too_long(f, opts))
     # the block as pyarrow's streaming reader cuts it (at its last row end), parsed and inferred as one chunk
-    read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid, use_threads=False)
-    read.block_size = cut + 1
     block = pa.py_buffer(data)[:cut]
     # the number columns' texts parsed on the other core meanwhile, for the columns the block's first rows
     # say are numbers (any other the inference finds is parsed after it)
     guessed = _number_columns(block, _prefix_end(breaks, inside, newlines, cut), f, opts, declared, newlines)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roolog-plan") as pool:
-        early = pool.submit(_parsed, block, f, opts, guessed, on_invalid, newlines, cut) if guessed else None
-        typed = pcsv.read_csv(pa.BufferReader(block), read, parse, convert)
+        early = pool.submit(_as_texts, block, f, opts, guessed, newlines, on_invalid) if guessed else None
+        typed = _parse_block(block, f, opts, declared, newlines, on_invalid)
         ready = early.result() if early is not None else None
 
     def texts_of(numbers: list[str]) -> pa.Table:
         late = [n for n in numbers if n not in guessed]
-        parsed = [t for t in (ready, _parsed(block, f, opts, late, on_invalid, newlines, cut) if late else None)
+        parsed = [t for t in (ready, _as_texts(block, f, opts, late, newlines, on_invalid) if late else None)
                   if t is not None]
         return pa.table({n: next(t.column(n) for t in parsed if n in t.column_names) for n in numbers})
 
@@ -195,25 +192,33 @@ def plan_text(f: InputFile, opts: ReadOptions, on_invalid=None, keep_head: bool 
     return replace(plan, head=Head(table, cut))
 
 
-def _plan_from_stream(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType], newlines: bool,
-                      on_invalid) -> TextPlan:
-    """The plan from pyarrow's own streaming reader (a first block with no whole row in it)."""
-    read, parse, convert = csv_options(f, opts, declared, newlines, on_invalid, use_threads=False)
-    with pcsv.open_csv(open_stream(f), read, parse, convert) as r:
-        inferred = r.schema  # pyarrow's inference over the first block
-    return _typed_plan(f, opts, declared, inferred, newlines,
-                       lambda numbers: _first_block(f, opts, dict.fromkeys(numbers, pa.string()), on_invalid,
-                                                    newlines, numbers))[0]
+def row_too_long(f: InputFile, opts: ReadOptions) -> str:
+    """The error for a row (or header) longer than the read block: pyarrow parses whole rows per block."""
+    return (f"{f.path}: a row or the header is longer than {opts.batch_bytes:,} bytes (no line ends within "
+            "them), the most a row may hold; is it a text log with one row per line?")
 
 
-def _parsed(block: pa.Buffer, f: InputFile, opts: ReadOptions, names: list[str], on_invalid, newlines: bool,
-            cut: int) -> pa.Table:
-    """The columns `names` of the block, as texts."""
-    read, parse, convert = csv_options(f, opts, dict.fromkeys(names, pa.string()), newlines, on_invalid,
-                                       use_threads=False)
-    read.block_size = cut + 1
-    convert.include_columns = names
+def _first_bytes(f: InputFile, opts: ReadOptions) -> bytes:
+    """The file's first block of (decompressed) bytes, `batch_bytes` of them or the whole file."""
+    with open_stream(f) as stream:
+        return stream.read(opts.batch_bytes)
+
+
+def _parse_block(block: pa.Buffer, f: InputFile, opts: ReadOptions, types: dict[str, pa.DataType],
+                 newlines: bool, on_invalid=None, columns: list[str] | None = None) -> pa.Table:
+    """`block` (whole rows, the header first) parsed as one chunk on this thread, as pyarrow's streaming
+    reader parses a first block that size: the same rows, the same inference (`columns` only, when given)."""
+    read, parse, convert = csv_options(f, opts, types, newlines, on_invalid, use_threads=False)
+    read.block_size = len(block) + 1
+    if columns is not None:
+        convert.include_columns = columns
     return pcsv.read_csv(pa.BufferReader(block), read, parse, convert)
+
+
+def _as_texts(block: pa.Buffer, f: InputFile, opts: ReadOptions, names: list[str], newlines: bool,
+              on_invalid) -> pa.Table:
+    """The columns `names` of the block, as texts."""
+    return _parse_block(block, f, opts, dict.fromkeys(names, pa.string()), newlines, on_invalid, names)
 
 
 PREFIX_BYTES = 1 << 20  # the first rows of the first block, whose types say which columns to parse as texts early
@@ -230,10 +235,8 @@ def _number_columns(block: pa.Buffer, end: int, f: InputFile, opts: ReadOptions,
                     newlines: bool) -> list[str]:
     """The undeclared columns pyarrow infers as numbers from the block's first `end` bytes (a guess: the
     whole block decides)."""
-    read, parse, convert = csv_options(f, opts, declared, newlines, use_threads=False)
-    read.block_size = end + 1
     try:
-        schema = pcsv.read_csv(pa.BufferReader(block[:end]), read, parse, convert).schema
+        schema = _parse_block(block[:end], f, opts, declared, newlines).schema
     except pa.ArrowException:
         return []  # (the block's own parse says what is wrong)
     return [fl.name for fl in schema if fl.name not in declared
@@ -254,10 +257,10 @@ def _line_breaks(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return breaks, (np.searchsorted(quotes, breaks) % 2).astype(bool)  # quotes before each: odd is inside
 
 
-def _block_end(data: bytes, breaks: np.ndarray, inside: np.ndarray, newlines: bool, whole: bool) -> int | None:
-    """Where pyarrow's reader ends the first block of `data`: all of it when it is the whole file, else after
+def _block_end(data: bytes, breaks: np.ndarray, inside: np.ndarray, newlines: bool, opts: ReadOptions) -> int | None:
+    """Where pyarrow's reader ends the first block, `data`: all of it when it is the whole file, else after
     its last line break (outside quotes, when splitting quote-aware); None when there is no such break."""
-    if whole:
+    if len(data) < opts.batch_bytes:
         return len(data)
     if newlines:
         breaks = breaks[~inside]
@@ -312,7 +315,7 @@ def _json_plan(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType]
     """The fields of a JSON-lines file in the order they first appear, typed as declared or as pyarrow
     infers them from the first block, `data` up to its last line break, as pyarrow's streaming reader cuts
     it (pyarrow puts declared fields first: the file's order is kept here); `keep_head`: with that block."""
-    cut = len(data) if len(data) < opts.batch_bytes else data.rfind(b"\n") + 1
+    cut = _json_block_end(data, opts)
     block = pa.py_buffer(data)[:cut] if cut else None  # None: no line ends in it (pyarrow's reader says why)
     head = data[:cut] if cut else data
 
@@ -334,6 +337,11 @@ def _json_plan(f: InputFile, opts: ReadOptions, declared: dict[str, pa.DataType]
         typed = pa.schema([typed.field(n) for n in order if n in typed.names]
                           + [typed.field(n) for n in typed.names if n not in order])
     return TextPlan(typed, head=Head(rows.select(typed.names), cut) if rows is not None else None)
+
+
+def _json_block_end(data: bytes, opts: ReadOptions) -> int:
+    """Where pyarrow's JSON reader ends the first block, `data` (0: no line ends in it)."""
+    return len(data) if len(data) < opts.batch_bytes else data.rfind(b"\n") + 1
 
 
 def _json_exact_integers(f: InputFile, head: bytes, typed: pa.Schema, declared: dict[str, pa.DataType]) -> pa.Schema:
@@ -378,19 +386,6 @@ def _long_integer_in(head: bytes, name: str) -> bool:
             if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
                 return True
     return False
-
-
-def _first_block(f: InputFile, opts: ReadOptions, types: dict[str, pa.DataType], on_invalid, newlines: bool,
-                 columns: list[str] | None = None) -> pa.Table:
-    """The file's first block (`columns` only, when given)."""
-    read, parse, convert = csv_options(f, opts, types, newlines=newlines, on_invalid=on_invalid, use_threads=False)
-    if columns is not None:
-        convert.include_columns = columns
-    with pcsv.open_csv(open_stream(f), read, parse, convert) as r:
-        try:
-            return pa.Table.from_batches([r.read_next_batch()])
-        except StopIteration:
-            return r.schema.empty_table()
 
 
 def round_trips(texts: pa.Array, t: pa.DataType) -> bool:
@@ -446,6 +441,11 @@ def csv_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Sche
     nulls = pa.array(null_texts(opts))
     rows, last = 0, None
     tail = _Tail(stream)
+
+    def again() -> Iterator[pa.RecordBatch]:  # the whole file in first-block-sized blocks (a row over 2 MB)
+        nonlocal tail
+        tail = _Tail(open_stream(f))
+        return pcsv.open_csv(tail, *csv_options(f, opts, types, plan.newlines, on_invalid))
     head = plan.head if plan.head is not None and plan.head.table.schema.equals(pa.schema(types.items())) \
         else _csv_head(f, opts, plan, types, on_invalid)
     if head is not None:
@@ -457,7 +457,7 @@ def csv_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Sche
                                  _rest(lambda: pcsv.open_csv(tail, read, parse, convert), "Empty CSV file"))
     else:
         blocks = pcsv.open_csv(tail, read, parse, convert)
-    for batch in blocks:
+    for batch in _read_again_if_a_row_is_long(blocks, again):
         if not plan.newlines:
             _not_cut(f, batch)
         if plan.checked:
@@ -478,33 +478,54 @@ def json_batches(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: pa.Sch
     head = plan.head if plan.head is not None and plan.head.table.schema.equals(schema) \
         else _json_head(f, opts, parse)
     if head is None:
-        yield from pjson.open_json(stream, read, parse)
+        blocks: Iterator[pa.RecordBatch] = iter(pjson.open_json(stream, read, parse))
+    else:
+        _skip(stream, head.size)
+        blocks = itertools.chain(head.table.to_batches(),
+                                 _rest(lambda: pjson.open_json(stream, read, parse), "Empty JSON stream"))
+    yield from _read_again_if_a_row_is_long(blocks, lambda: pjson.open_json(
+        open_stream(f), pjson.ReadOptions(block_size=opts.batch_bytes), parse))
+
+
+def _read_again_if_a_row_is_long(blocks: Iterator[pa.RecordBatch],
+                                 again) -> Iterator[pa.RecordBatch]:
+    """`blocks`; when one holds a row longer than the READ_BLOCK_BYTES blocks (pyarrow: "straddles two
+    block boundaries"), the rest from again(), a read of the whole file in first-block-sized blocks, past
+    the rows given already: a row as long as the first block allows reads wherever it is (rare: a slower
+    second pass)."""
+    given = 0
+    try:
+        for batch in blocks:
+            given += batch.num_rows
+            yield batch
         return
-    _skip(stream, head.size)
-    yield from head.table.to_batches()
-    yield from _rest(lambda: pjson.open_json(stream, read, parse), "Empty JSON stream")
+    except pa.ArrowInvalid as err:
+        if "straddl" not in str(err):
+            raise
+    for batch in again():
+        if given >= batch.num_rows:
+            given -= batch.num_rows
+            continue
+        yield batch.slice(given)
+        given = 0
 
 
 def _csv_head(f: InputFile, opts: ReadOptions, plan: TextPlan, types: dict[str, pa.DataType],
               on_invalid) -> Head | None:
     """The first block parsed in these types, when the plan did not keep it (a file after the first, a Spark
     task): every read cuts a file alike, one first block and then READ_BLOCK_BYTES ones, on both engines."""
-    with open_stream(f) as stream:
-        data = stream.read(opts.batch_bytes)
-    breaks, inside = _line_breaks(data)
-    cut = _block_end(data, breaks, inside, plan.newlines, len(data) < opts.batch_bytes)
+    data = _first_bytes(f, opts)
+    cut = _block_end(data, *_line_breaks(data), plan.newlines, opts)
     if cut is None:
         return None
-    read, parse, convert = csv_options(f, opts, types, plan.newlines, on_invalid, use_threads=False)
-    read.block_size = cut + 1
-    return Head(pcsv.read_csv(pa.BufferReader(pa.py_buffer(data)[:cut]), read, parse, convert).combine_chunks(), cut)
+    block = pa.py_buffer(data)[:cut]
+    return Head(_parse_block(block, f, opts, types, plan.newlines, on_invalid).combine_chunks(), cut)
 
 
 def _json_head(f: InputFile, opts: ReadOptions, parse: pjson.ParseOptions) -> Head | None:
     """A JSON-lines file's first block parsed with the read's options (see _csv_head)."""
-    with open_stream(f) as stream:
-        data = stream.read(opts.batch_bytes)
-    cut = len(data) if len(data) < opts.batch_bytes else data.rfind(b"\n") + 1
+    data = _first_bytes(f, opts)
+    cut = _json_block_end(data, opts)
     if not cut:
         return None
     read = pjson.ReadOptions(block_size=cut + 1, use_threads=False)

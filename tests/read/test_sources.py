@@ -10,7 +10,7 @@ import pytest
 import zstandard
 from helpers import assert_same_rows, roundtrip
 
-from roolog.errors import UsageProblem
+from roolog.errors import RoologError, UsageProblem
 from roolog.read.sources import ReadOptions, open_source, resolve_inputs
 from roolog.synthetic import generate_impressions, history_as_text
 
@@ -226,3 +226,35 @@ def test_a_json_lines_first_block_is_parsed_once_too(tmp_path, monkeypatch):
         assert got.equals(expected), block
         first = path.read_bytes()[:block].count(b"\n")  # lines the first block ends
         assert sum(counted) == 300 - first, block
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.jsonl"])
+def test_a_row_longer_than_the_read_blocks_is_read_all_the_same(tmp_path, monkeypatch, name):
+    """After the first block the file is parsed in small blocks (READ_BLOCK_BYTES), which a long row
+    straddles: the file is then read again in first-block-sized ones, past the rows given, and every row
+    comes out once, as pyarrow's own read of the whole file has them, with the long row at either place."""
+    import pyarrow.json as pjson
+
+    from roolog.read import textread
+
+    monkeypatch.setattr(textread, "READ_BLOCK_BYTES", 1 << 10)
+    for at in (5000, 9999):  # (the first block ends near row 3,000)
+        words = [f"w{i}" if i != at else "x" * 20_000 for i in range(10_000)]
+        path = tmp_path / name
+        if name.endswith(".csv"):
+            path.write_text("id,word\n" + "".join(f"{i // 3},{w}\n" for i, w in enumerate(words)))
+            expected = pcsv.read_csv(path)
+        else:
+            path.write_text("".join(json.dumps({"id": i // 3, "word": w}) + "\n" for i, w in enumerate(words)))
+            expected = pjson.read_json(path)
+        with open_source([str(path)], ReadOptions(batch_bytes=32 << 10)) as source:
+            got = pa.Table.from_batches([sb.batch for sb in source.batches()], schema=source.schema)
+        assert got.equals(expected), at
+
+
+def test_a_header_longer_than_the_first_block_is_one_line(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"column_{i}" for i in range(2000)) + "\n" + ",".join("1" * 2000) + "\n")
+    with pytest.raises(RoologError, match=r"wide.csv: a row or the header is longer than 4,096 bytes"), \
+            open_source([str(path)], ReadOptions(batch_bytes=4096)):
+        pass

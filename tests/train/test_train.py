@@ -12,10 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from click.testing import CliRunner
 from helpers import LTR, REPO, SAMPLE, SAMPLE_SCHEMA, TRIVAGO, mind_output, run_cli, sample_output
 from torch.utils.data import DataLoader
 
 import roolog
+from roolog.cli import main as cli_main
 from roolog.train.features import build_spec, shard_files
 from roolog.train.metrics import auc, click_metrics
 from roolog.train.model import ModelBatch, RequestAwareModel
@@ -215,34 +217,42 @@ def _one_line_error(result, code: int, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
+def _in_process(*args: str) -> subprocess.CompletedProcess:
+    """The CLI run in this process (torch imported once, not once per check); the entry point's own
+    process is run_cli's."""
+    result = CliRunner().invoke(cli_main, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def test_bad_input_one_line(sample_out, tmp_path, shared_datasets):
-    _one_line_error(run_cli("train", str(tmp_path / "missing")), 2, "no such folder")
+    _one_line_error(run_cli("train", str(tmp_path / "missing")), 2, "no such folder")  # the installed command
     (tmp_path / "empty").mkdir()
-    _one_line_error(run_cli("train", str(tmp_path / "empty")), 1, "manifest")
-    _one_line_error(run_cli("train", sample_out, "--label", "nope"), 2, "'nope'", "not a column")
-    _one_line_error(run_cli("train", sample_out, "--label", "country"), 2, "request-level")
-    _one_line_error(run_cli("train", sample_out, "--label", "price"), 2, "not 0/1")
+    _one_line_error(_in_process("train", str(tmp_path / "empty")), 1, "manifest")
+    _one_line_error(_in_process("train", sample_out, "--label", "nope"), 2, "'nope'", "not a column")
+    _one_line_error(_in_process("train", sample_out, "--label", "country"), 2, "request-level")
+    _one_line_error(_in_process("train", sample_out, "--label", "price"), 2, "not 0/1")
     table = pq.read_table(os.path.join(SAMPLE, "impressions.parquet")).rename_columns(  # no column named like a label
         {"click": "y"})
     pq.write_table(table, tmp_path / "unlabelled.parquet")
     roolog.convert([str(tmp_path / "unlabelled.parquet")], str(tmp_path / "unlabelled"), key=("request_id",),
                    progress=False)
-    _one_line_error(run_cli("train", str(tmp_path / "unlabelled")), 2, "no label", "--label")
+    _one_line_error(_in_process("train", str(tmp_path / "unlabelled")), 2, "no label", "--label")
     roolog.convert([os.path.join(LTR, "rank_train.csv")], str(tmp_path / "graded"), key=("query_id",),
                    order_by="row_in_query", progress=False)
-    _one_line_error(run_cli("train", str(tmp_path / "graded"), "--label", "label"), 2, "not 0/1",
+    _one_line_error(_in_process("train", str(tmp_path / "graded"), "--label", "label"), 2, "not 0/1",
                     "--positive-threshold")
-    _one_line_error(run_cli("train", sample_out, "--attention-heads", "3"), 2, "--attention-heads")
+    _one_line_error(_in_process("train", sample_out, "--attention-heads", "3"), 2, "--attention-heads")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    _one_line_error(run_cli("train", sample_out, "--save", str(tmp_path / "busy")), 2, "other files")
+    _one_line_error(_in_process("train", sample_out, "--save", str(tmp_path / "busy")), 2, "other files")
     assert (tmp_path / "busy" / "notes.txt").exists()
-    _one_line_error(run_cli("train", sample_out, "--save", sample_out), 2, "other files")  # not the data!
-    _one_line_error(run_cli("train", sample_out, "--exclude", "nope"), 2, "unknown column")
-    _one_line_error(run_cli("train", sample_out, "--metrics-file", str(tmp_path / "no" / "m.jsonl")), 2,
+    _one_line_error(_in_process("train", sample_out, "--save", sample_out), 2, "other files")  # not the data!
+    _one_line_error(_in_process("train", sample_out, "--exclude", "nope"), 2, "unknown column")
+    _one_line_error(_in_process("train", sample_out, "--metrics-file", str(tmp_path / "no" / "m.jsonl")), 2,
                     "does not exist")
     if not torch.cuda.is_available():
-        _one_line_error(run_cli("train", sample_out, "--device", "cuda"), 2, "no CUDA device")
+        _one_line_error(_in_process("train", sample_out, "--device", "cuda"), 2, "no CUDA device")
 
 
 def test_impression_layout_and_workers_through_the_cli(sample_out):
