@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import RoologError
+from ..errors import RoologError, shown
 from ..read.sources import SourceBatch, where_through
 from .keys import key_hashes, sortable_key
 from .schema import Levels
@@ -27,12 +27,7 @@ N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
 
 
 def describe_key(key: tuple[str, ...], values: list) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in zip(key, values, strict=True))
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return ", ".join(f"{k}={shown(v)}" for k, v in zip(key, values, strict=True))
 
 
 class Grouping:
@@ -141,7 +136,7 @@ class Grouping:
                 i = int(varies[0])
                 a, b = (i, i + 1) if perm is None else (int(perm[i]), int(perm[i + 1]))
                 key = describe_key(self.key, [python_value(pieces.column(k)[a]) for k in self.key])
-                values = f"{_short(python_value(c[a]))} vs {_short(python_value(c[b]))} ({where})"
+                values = f"{shown(python_value(c[a]))} vs {shown(python_value(c[b]))} ({where})"
                 if col in self.levels.cluster:
                     raise RoologError(f"--cluster-by column {col!r} varies inside request {key}: {values}; "
                                       "cluster by a column that holds one value per request (a user or session id)")

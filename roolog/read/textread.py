@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 
-from ..errors import RoologError, UsageProblem
+from ..errors import RoologError, UsageProblem, cut, shown
 from .arrow_types import parse_type
 from .inputs import InputFile, ReadOptions, open_input
 
@@ -131,10 +131,9 @@ class InvalidRows:
                 pcsv.open_csv(open_stream(f), read, parse, convert).read_all()
             except pa.ArrowException:
                 row = serial.first or row
-        text = row.text if len(row.text) <= 60 else row.text[:57] + "..."
         where = f"line {row.number}" if row.number is not None else "a row"
         hint = "" if newlines else " (if a quoted value holds a line break, pass --newlines-in-values)"
-        return f"{where} has {row.actual_columns} fields, expected {row.expected_columns}: {text!r}{hint}"
+        return f"{where} has {row.actual_columns} fields, expected {row.expected_columns}: {shown(row.text)}{hint}"
 
 
 def _quiet_undecodable_rows(hook):
@@ -699,7 +698,7 @@ def _fix(name: str, t: str = "string") -> str:
 
 
 def _late_value(f: InputFile, plan: TextPlan, name: str, value, row: int, why: str, fix: str = "string") -> str:
-    return (f"{f.path}, {_where(plan, row)}, column {name!r}: value {value!r} {why} (the type was inferred from "
+    return (f"{f.path}, {_where(plan, row)}, column {name!r}: value {shown(value)} {why} (the type was inferred from "
             f"the file's first block); {_fix(name, fix)}")
 
 
@@ -720,7 +719,7 @@ def describe_csv_error(f: InputFile, opts: ReadOptions, plan: TextPlan, schema: 
     name, what, value = schema.names[int(m.group(1))], m.group(2), m.group(3)
     row = _find_text(f, opts, plan, schema.names, name, value)
     where = _where(plan, row) if row is not None else "a row"
-    return (f"{f.path}, {where}, column {name!r}: value {value!r} is not {schema.field(name).type} ({what}; the "
+    return (f"{f.path}, {where}, column {name!r}: value {shown(value)} is not {schema.field(name).type} ({what}; the "
             f"type was inferred from the file's first block); {_fix(name)}")
 
 
@@ -765,7 +764,7 @@ def describe_json_error(f: InputFile, schema: pa.Schema, message: str) -> str | 
             name = type_change.group(1)
             value = row[name]
             if value is not None and not _json_fits(value, schema.field(name).type):
-                return (f"{f.path}, line {number:,}, column {name!r}: value {json.dumps(value)} is not "
+                return (f"{f.path}, line {number:,}, column {name!r}: value {cut(json.dumps(value))} is not "
                         f"{schema.field(name).type} (inferred from the first block); {_fix(name)}")
     return None
 
@@ -782,7 +781,7 @@ def _json_number_error(f: InputFile, schema: pa.Schema, text: str) -> str | None
             continue
         for name, v in row.items() if isinstance(row, dict) else ():
             if v == value and type(v) is int and name in schema.names:
-                return (f"{f.path}, line {number:,}, column {name!r}: value {text} does not fit "
+                return (f"{f.path}, line {number:,}, column {name!r}: value {cut(text)} does not fit "
                         f"{schema.field(name).type} (inferred from the first block); "
                         f"{_fix(name, integer_type_for(text))}")
     return None

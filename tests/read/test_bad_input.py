@@ -106,6 +106,16 @@ def test_declared_request_column_that_varies(log, tmp_path):
     assert "'price'" in msg and "request_id=" in msg and " vs " in msg
 
 
+def test_a_long_key_and_values_are_cut_in_the_error_line(tmp_path):
+    key, user = "k" * 5000, ["u" * 3000, "v" * 3000]  # the request and its two values named, not printed whole
+    log = write(pa.table({"rid": [key, key], "user": user, "item": [1, 2]}), tmp_path / "log.parquet")
+    schema = tmp_path / "s.toml"
+    schema.write_text('key = ["rid"]\nrequest = ["user"]\nimpression = ["item"]\n')
+    msg = fails(tmp_path / "out", log, "--schema", schema)
+    assert "column 'user'" in msg and "rid='kkkk" in msg and "'uuuu" in msg and " vs 'vvvv" in msg
+    assert msg.count("...") == 3 and len(msg) < 600  # (unbounded: 11,000)
+
+
 def test_output_folder_not_empty(log, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

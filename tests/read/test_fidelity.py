@@ -108,6 +108,14 @@ def test_a_late_value_that_does_not_fit_names_column_line_value_and_fix(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_a_long_late_value_is_cut_in_the_error_line(tmp_path, body):
+    long = "abc" * 2000  # a 6,000-character value: the line names it, it does not print it
+    log = big_csv(tmp_path, body, tail=f"7,{long},x\n")
+    msg = one_line_error(run_cli("convert", str(log), "-o", str(tmp_path / "out"), "--key", "k", "-q"))
+    assert f"line {lines_before_tail(body) + 1:,}" in msg and "column 'v'" in msg and "'abcabc" in msg
+    assert "..." in msg and len(msg) < 600 and "--column-type v=string" in msg
+
+
 def test_a_late_integer_written_another_way_is_an_error_not_a_merge(tmp_path, body):
     log = big_csv(tmp_path, body, tail="7,0123,x\n")
     msg = one_line_error(run_cli("convert", str(log), "-o", str(tmp_path / "out"), "--key", "k", "-q"))
