@@ -21,7 +21,16 @@ from ..errors import RoologError, shown
 from ..read.sources import SourceBatch, where_through
 from .keys import key_hashes, sortable_key
 from .schema import Levels
-from .values import adjacent_differs, as_list, offsets_from_lengths, python_value, repeat_indices, take, take_rows
+from .values import (
+    adjacent_differs,
+    adjacent_differs_in,
+    as_list,
+    offsets_from_lengths,
+    python_value,
+    repeat_indices,
+    take,
+    take_rows,
+)
 
 N_COL, SEQ_COL, HASH_COL = "__roolog_n", "__roolog_seq", "__roolog_hash"
 
@@ -128,8 +137,7 @@ class Grouping:
         """Move request-level columns that vary inside a request to impression level (or fail if declared)."""
         for col in list(self.levels.request):
             c = pieces.column(col)
-            in_order = c if perm is None else take(c, perm)  # one copy; then neighbours compare
-            varies = np.flatnonzero(adjacent_differs(in_order) & ~changes)
+            varies = np.flatnonzero(adjacent_differs_in(c, perm) & ~changes)
             if len(varies) == 0:
                 continue
             if col in self.levels.fixed:

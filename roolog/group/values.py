@@ -143,6 +143,20 @@ def adjacent_differs(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return (va != vb) | (va & vb & values_differ)
 
 
+def adjacent_differs_in(arr: pa.Array | pa.ChunkedArray, perm: np.ndarray | None,
+                        block_bytes: int = 4 << 20) -> np.ndarray:
+    """adjacent_differs(take(arr, perm)), the rows taken a few MB at a time: a user history per row taken
+    whole for a 256 MB pool is hundreds of MB of fresh pages, touched once, where a block stays in cache."""
+    if perm is None:
+        return adjacent_differs(arr)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    rows = max(1024, int(block_bytes * len(arr) // max(1, arr.nbytes)))
+    if len(perm) <= rows:
+        return adjacent_differs(take(arr, perm))
+    return np.concatenate([adjacent_differs(take(arr, perm[i:i + rows + 1])) for i in range(0, len(perm) - 1, rows)])
+
+
 def _is_list_like(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 

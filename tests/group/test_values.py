@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roolog.group.keys import key_hashes, xxh64_u64
-from roolog.group.values import adjacent_differs, pairwise_differs, take, take_rows
+from roolog.group.values import adjacent_differs, adjacent_differs_in, pairwise_differs, take, take_rows
 
 CASES = [
     pa.array([0.0, -0.0, float("nan"), float("nan"), None, None, 1.0]),
@@ -53,6 +53,20 @@ def test_list_paths_agree_with_reference(rows):
     assert adjacent_differs(arr).tolist() == reference_adjacent(arr)
     sliced = arr.slice(1)
     assert adjacent_differs(sliced).tolist() == reference_adjacent(sliced)
+
+
+@pytest.mark.parametrize("arr", CASES, ids=range(len(CASES)))
+def test_neighbours_in_another_order_compare_block_by_block_as_one(arr):
+    """The grouper compares a request's rows in key order a few MB at a time: the blocks overlap by one row,
+    so every pair is compared once, the pair across two blocks included (tiny blocks here: 1 byte)."""
+    rng = np.random.default_rng(len(arr))
+    for _ in range(5):
+        perm = rng.permutation(len(arr))
+        expected = reference_adjacent(arr.take(pa.array(perm)))
+        assert adjacent_differs_in(arr, perm, block_bytes=1).tolist() == expected
+        long = np.tile(perm, 700)  # past the 1,024-row floor of a block: several blocks
+        expected = reference_adjacent(arr.take(pa.array(long)))
+        assert adjacent_differs_in(arr, long, block_bytes=1).tolist() == expected
 
 
 @pytest.mark.parametrize("arr", CASES + [
