@@ -58,8 +58,7 @@ class Grouping:
         """Whether piece i+1 has another key than piece i (in `perm` order when given: all or some pieces)."""
         changes = np.zeros(max(0, (batch.num_rows if perm is None else len(perm)) - 1), dtype=bool)
         for k in self.key:
-            col = batch.column(k)
-            changes |= adjacent_differs(col if perm is None else col.take(pa.array(perm)))
+            changes |= adjacent_differs_in(batch.column(k), perm)
         return changes
 
     def fold(self, pieces: pa.RecordBatch, n: np.ndarray, seq: np.ndarray, where: str,
