@@ -21,6 +21,7 @@ from ..errors import RoologError, shown
 from ..read.sources import SourceBatch, where_through
 from .keys import key_hashes, sortable_key
 from .schema import Levels
+from .table import RequestTable
 from .values import (
     adjacent_differs,
     adjacent_differs_in,
@@ -93,7 +94,7 @@ class Grouping:
         offsets = offsets_from_lengths(lengths)
         flat = {f.name: self._flat_values(pieces, f.name, n, perm) for f in self.schema
                 if f.name in self.levels.impression}
-        reorder = self._order_permutation(flat.get(self.order_by), offsets)
+        reorder = self.impression_order(flat.get(self.order_by), offsets)
         arrays = []
         every_piece = perm is None and len(starts) == pieces.num_rows  # one run per piece, in place
         for f in self.schema:
@@ -115,7 +116,7 @@ class Grouping:
         order = np.arange(len(n)) if perm is None else perm
         return take(c, np.repeat(order, n[order]))
 
-    def _order_permutation(self, values: pa.Array | None, offsets: np.ndarray) -> pa.Array | None:
+    def impression_order(self, values: pa.Array | None, offsets: np.ndarray) -> pa.Array | None:
         """Stable sort of impressions by the order column within each run; None when already in order."""
         if values is None or len(values) < 2:
             return None
@@ -142,14 +143,18 @@ class Grouping:
             if col in self.levels.fixed:
                 i = int(varies[0])
                 a, b = (i, i + 1) if perm is None else (int(perm[i]), int(perm[i + 1]))
-                key = describe_key(self.key, [python_value(pieces.column(k)[a]) for k in self.key])
-                values = f"{shown(python_value(c[a]))} vs {shown(python_value(c[b]))} ({where})"
-                if col in self.levels.cluster:
-                    raise RoologError(f"--cluster-by column {col!r} varies inside request {key}: {values}; "
-                                      "cluster by a column that holds one value per request (a user or session id)")
-                raise RoologError(f"column {col!r} is declared request-level but varies inside request {key}: "
-                                  f"{values}; use --on-conflict demote to keep it as a list")
+                raise self.conflict(col, [pieces.column(k)[a] for k in self.key], c[a], c[b], where)
             self.levels.demote(col)
+
+    def conflict(self, col: str, key: list[pa.Scalar], a: pa.Scalar, b: pa.Scalar, where: str) -> RoologError:
+        """The error for a fixed request-level column `col` that holds `a` and `b` inside the request `key`."""
+        request = describe_key(self.key, [python_value(k) for k in key])
+        values = f"{shown(python_value(a))} vs {shown(python_value(b))} ({where})"
+        if col in self.levels.cluster:
+            return RoologError(f"--cluster-by column {col!r} varies inside request {request}: {values}; "
+                               "cluster by a column that holds one value per request (a user or session id)")
+        return RoologError(f"column {col!r} is declared request-level but varies inside request {request}: "
+                           f"{values}; use --on-conflict demote to keep it as a list")
 
     # ---- run batches under changing levels ---------------------------------------------------------
 
@@ -241,9 +246,9 @@ class StreamGrouper:
     memory with the next batch's rows instead of going to the spill as scattered pieces. The cut is where
     no request has rows on both sides; the requests before it are emitted in input order, before every
     carried one, so the output is the same as if everything had gone through the spill. When the open
-    requests reach back too far (a shuffled log), rows are pooled up to `pool_bytes` and folded together:
-    the requests that come back within the pool leave as one run each (fewer, smaller runs for the spill
-    to fold); the rest are runs the spill folds.
+    requests reach back too far (a shuffled log), rows are pooled in a RequestTable (group.table: each
+    request's request-level values once, every row's impression columns) up to `pool_bytes`: each request
+    in the pool leaves as one run; a request with rows in several pools is folded by the spill.
     """
 
     def __init__(self, grouping: Grouping, carry_bytes: int = 256 << 20, pool_bytes: int | None = None):
@@ -255,8 +260,7 @@ class StreamGrouper:
         self._carry_where = ""
         self._carry_runs = 0  # runs in the carry: 1 while it is one request
         self._wheres: list[tuple[int, str]] = []  # (first input position, where) of recent batches
-        self._pool: list[tuple[pa.RecordBatch, np.ndarray]] = []  # a shuffled stretch's rows, folded together
-        self._pool_bytes = 0
+        self._pool: RequestTable | None = None  # a shuffled stretch's requests, one row each
 
     @classmethod
     def within(cls, grouping: Grouping, memory_limit: int) -> StreamGrouper:
@@ -267,7 +271,12 @@ class StreamGrouper:
     @property
     def carried_rows(self) -> int:
         """Rows held back for the next batch."""
-        return sum(b.num_rows for b, _ in self._carry + self._pool)
+        return sum(b.num_rows for b, _ in self._carry) + (self._pool.rows if self._pool else 0)
+
+    @property
+    def pooled_bytes(self) -> int:
+        """What the pool of a shuffled stretch holds (its requests once each, its rows' impression columns)."""
+        return self._pool.nbytes if self._pool else 0
 
     def feed(self, batch: pa.RecordBatch, where: str) -> Iterator[pa.RecordBatch]:
         n = batch.num_rows
@@ -276,7 +285,7 @@ class StreamGrouper:
         seq = np.arange(self.rows_seen, self.rows_seen + n, dtype=np.int64)
         self._wheres.append((self.rows_seen, where))
         self.rows_seen += n
-        if self._pool:
+        if self._pool is not None:
             yield from self._add_to_pool(batch, seq, where)
             return
         bounds = np.flatnonzero(self.g.key_changes(batch)) + 1
@@ -355,19 +364,22 @@ class StreamGrouper:
         return carried
 
     def _add_to_pool(self, rows: pa.RecordBatch, seq: np.ndarray, where: str) -> Iterator[pa.RecordBatch]:
-        """Pool a shuffled stretch's rows; at `pool_bytes` fold them (the next batch starts afresh)."""
-        self._pool.append((rows, seq))
-        self._pool_bytes += rows.nbytes
+        """Pool a shuffled stretch's rows (group.table: each request once); at `pool_bytes` emit its requests
+        as runs (the next batch starts afresh)."""
         self._carry_where = where_through(self._carry_where, where)
-        if self._pool_bytes >= self.pool_bytes:
+        if self._pool is None:
+            self._pool = RequestTable(self.g)
+        if not self._pool.add(rows, seq, self._carry_where):  # (two keys of one hash: folded by value)
+            yield from self.flush()
+            yield self.g.fold_rows(rows, seq, where)
+        elif self._pool.nbytes >= self.pool_bytes:
             yield from self.flush()
 
     def flush(self) -> Iterator[pa.RecordBatch]:
         """Emit the carried requests (at the end of the input, or when the next rows start another)."""
-        if self._pool:
-            rows, seq = pa.Table.from_batches([b for b, _ in self._pool]), np.concatenate([s for _, s in self._pool])
-            self._pool, self._pool_bytes, self._wheres = [], 0, self._wheres[-1:]
-            yield self.g.fold_rows(rows, seq, self._carry_where)
+        if self._pool is not None:
+            pool, self._pool, self._wheres = self._pool, None, self._wheres[-1:]
+            yield pool.runs()
             return
         if not self._carry:
             return

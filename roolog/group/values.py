@@ -157,6 +157,37 @@ def adjacent_differs_in(arr: pa.Array | pa.ChunkedArray, perm: np.ndarray | None
     return np.concatenate([adjacent_differs(take(arr, perm[i:i + rows + 1])) for i in range(0, len(perm) - 1, rows)])
 
 
+def rows_differ(x: pa.Array, y: pa.Array) -> np.ndarray:
+    """For each i, whether x[i] and y[i] differ exactly (two arrays of one type and length)."""
+    if pa.types.is_dictionary(x.type):  # (two batches' dictionaries may differ)
+        x, y = x.dictionary_decode(), y.dictionary_decode()
+    if isinstance(x.type, pa.BaseExtensionType):
+        x, y = x.storage, y.storage
+    if _is_fixed_width(x.type):
+        ne = _fixed_width_bits(x) != _fixed_width_bits(y)
+        values_differ = ne.any(axis=1) if ne.ndim == 2 else ne
+    elif (vx := _list_bytes_view(x)) is not None and (vy := _list_bytes_view(y)) is not None:
+        values_differ = pc.not_equal(vx, vy).to_numpy(zero_copy_only=False)
+    elif pa.types.is_string(x.type) or pa.types.is_large_string(x.type) or pa.types.is_binary(x.type) \
+            or pa.types.is_large_binary(x.type):
+        values_differ = pc.not_equal(x, y).fill_null(False).to_numpy(zero_copy_only=False)
+    else:
+        n = len(x)
+        return pairwise_differs(pa.concat_arrays([x, y]), np.arange(n), np.arange(n, 2 * n))
+    if x.null_count == 0 and y.null_count == 0:
+        return values_differ
+    vx, vy = _validity(x), _validity(y)
+    return (vx != vy) | (vx & vy & values_differ)
+
+
+def differs_at(a: pa.Array, ia: np.ndarray, b: pa.Array, ib: np.ndarray, block_bytes: int = 4 << 20) -> np.ndarray:
+    """For each j, whether a[ia[j]] and b[ib[j]] differ exactly, the rows taken a few MB at a time (as in
+    adjacent_differs_in)."""
+    rows = max(1024, int(block_bytes * len(b) // max(1, b.nbytes)))
+    parts = [rows_differ(take(a, ia[i:i + rows]), take(b, ib[i:i + rows])) for i in range(0, len(ia), rows)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
 def _is_list_like(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
