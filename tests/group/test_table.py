@@ -1,5 +1,5 @@
-"""The pool's request table (roolog.group.table): each shuffled request's request-level values stored once,
-every later row compared with them exactly; its runs are the ones Grouping.fold gives for the same rows."""
+"""The pool's request table (roolog.group.grouper.RequestTable): each shuffled request's request-level
+values stored once, every later row compared with them exactly; its runs are those Grouping.fold gives."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import pyarrow as pa
 import pytest
 
 from roolog.errors import RoologError
-from roolog.group import table as table_module
-from roolog.group.grouper import Grouping
+from roolog.group import grouper as table_module
+from roolog.group.grouper import Grouping, RequestTable
 from roolog.group.schema import Levels
-from roolog.group.table import RequestTable
 from roolog.synthetic import generate_impressions
 
 REQUEST = ["user_id", "country", "device", "request_time", "user_history_item_ids"]
