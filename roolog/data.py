@@ -31,7 +31,8 @@ the first showing 3 items and the second 2, with a user id, a history and an ite
 
 The request layout is RecD's inverse KJT: TorchRec's `EmbeddingBagCollection` pools each request feature
 once per request and expands the pooled rows to impressions by `inverse_indices`, giving the same output
-as the impression layout.
+as the impression layout. `pooled(ebc, kjt)` gives the same output (and gradients) with an expansion whose
+backward is one `index_add_`, not TorchRec's loop per impression on the CPU.
 
 Columns and their kinds (from the shards' Arrow types and the manifest's levels):
 
@@ -211,6 +212,39 @@ class RequestBatch:
             out[f.name] = fn(value) if isinstance(value, torch.Tensor) else \
                 {k: v._map(fn) if isinstance(v, Jagged) else fn(v) for k, v in value.items()}
         return RequestBatch(**out)
+
+
+def pooled(ebc, kjt):
+    """``ebc(kjt)`` for a TorchRec `EmbeddingBagCollection` (unweighted) and a KJT from `to_kjt`: the same
+    `KeyedTensor` (keys, values and gradients), each feature's rows pooled by the EBC's own bags, then
+    expanded to the I impressions by `torch.index_select` on its `inverse_indices`.
+
+    TorchRec expands with fbgemm's `group_index_select_dim0`, whose backward on the CPU is a `select` and an
+    `add_` per impression and feature; `index_select`'s is one `index_add_`. On the CPU that is most of a
+    step on a request or dedup KJT (scripts/bench_train.py, BENCHMARKS.md). A KJT without inverse_indices
+    (`to_kjt("impression")`) is passed to ``ebc`` as it is.
+    """
+    from torchrec.modules.embedding_modules import get_embedding_names_by_table
+    from torchrec.sparse.jagged_tensor import KeyedTensor
+
+    inverse = kjt.inverse_indices_or_none()
+    if ebc.is_weighted():
+        raise UsageProblem("pooled: a weighted EmbeddingBagCollection needs weights, which to_kjt does not give")
+    if inverse is None:
+        return ebc(kjt)
+    index = dict(zip(inverse[0], inverse[1], strict=True))
+    features = kjt.to_dict()
+    configs = ebc.embedding_bag_configs()
+    keys, dims, parts = [], [], []
+    for config, names, bag in zip(configs, get_embedding_names_by_table(configs), ebc.embedding_bags.values(),
+                                  strict=True):
+        for feature, name in zip(config.feature_names, names, strict=True):
+            f = features[feature]
+            rows = bag(input=f.values(), offsets=f.offsets()).float()
+            parts.append(torch.index_select(rows, 0, index[feature]))
+            keys.append(name)
+            dims.append(config.embedding_dim)
+    return KeyedTensor(keys=keys, length_per_key=dims, values=torch.cat(parts, dim=1))
 
 
 def distinct_rows(rows: Jagged) -> tuple[Jagged, torch.Tensor]:

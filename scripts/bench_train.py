@@ -24,9 +24,10 @@ user's requests, converted with --cluster-by user_id, at batches of 512 and of 4
 bundled trainer's request layout without and with --dedup (each distinct history of a batch encoded once),
 both with --keep-together user_id (a shuffle of whole users, so that a user's requests share a batch),
 and the EBC model on to_kjt("impression"), to_kjt("request") and to_kjt("request", dedup=True) (read in
-order: a user's requests are adjacent). A fourth EBC variant ("dedup-index") pools each feature's distinct
-rows with the same EBC's tables and expands them with `pooled[inverse]`, not through TorchRec's
-inverse_indices: on the CPU, fbgemm's backward of that expansion is a loop per row.
+order: a user's requests are adjacent). A fourth EBC variant ("dedup-pooled") runs the same EBC on the same
+dedup KJT through `roolog.data.pooled(ebc, kjt)`, which expands each feature's pooled rows with
+`torch.index_select` and not TorchRec's `inverse_indices` path: on the CPU, fbgemm's backward of that
+expansion is a loop per row.
 
     python scripts/bench_train.py              # history 100 and 1,000 (about 10 minutes on 2 CPU cores)
     python scripts/bench_train.py --quick      # small, a check that the script runs
@@ -50,7 +51,7 @@ import torch
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
 import roolog  # noqa: E402
-from roolog.data import RequestBatch, RequestDataset, distinct_rows  # noqa: E402
+from roolog.data import RequestBatch, RequestDataset, pooled  # noqa: E402
 from roolog.synthetic import generate_impressions, generate_repeat_users  # noqa: E402
 from roolog.train import TrainConfig, train  # noqa: E402
 
@@ -123,13 +124,8 @@ class EBCModel(torch.nn.Module):
             by_request = self.request_ebc(kjt).values()[batch.request_index()]
         elif layout == "dedup":  # each distinct request row of the batch pooled once (RecD's IKJT)
             by_request = self.request_ebc(batch.to_kjt("request", keys=self.request, dedup=True)).values()
-        elif layout == "dedup-index":  # the same tables on each feature's distinct rows, expanded by indexing
-            rows, parts = batch.request_index(), []
-            for key in self.request:
-                distinct, inverse = distinct_rows(batch.request_ids[key])
-                pooled = self.request_ebc.embedding_bags[key](distinct.values, distinct.offsets)
-                parts.append(pooled[inverse[rows]])
-            by_request = torch.cat(parts, 1)
+        elif layout == "dedup-pooled":  # the same, expanded by index_select (roolog.data.pooled)
+            by_request = pooled(self.request_ebc, batch.to_kjt("request", keys=self.request, dedup=True)).values()
         else:
             by_request = self.request_ebc(batch.to_kjt(layout, keys=self.request)).values()
         by_impression = self.impression_ebc(batch.to_kjt("impression", keys=self.impression)).values()
@@ -150,7 +146,7 @@ def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3
     model = EBCModel(list(first.request_ids), list(first.impression_ids)).to(dev)
     with torch.no_grad():  # the layouts pool alike, or the figures mean nothing
         a, *others = (model.pooled(first.to(dev), kind) for kind in ("request", "impression", "split", "dedup",
-                                                                      "dedup-index"))
+                                                                      "dedup-pooled"))
         for other in others:
             torch.testing.assert_close(a, other)
     opts = [torch.optim.SparseAdam([*model.request_ebc.parameters(), *model.impression_ebc.parameters()], lr=1e-3),
@@ -176,7 +172,7 @@ def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3
 
 
 DEDUP_BATCHES = (512, 4096)  # impressions per batch
-EBC_LAYOUTS = ("impression", "request", "dedup", "dedup-index")
+EBC_LAYOUTS = ("impression", "request", "dedup", "dedup-pooled")
 
 
 def dedup_cases(folder: str, device: str, quick: bool, repeats: int = 1) -> dict:
@@ -200,8 +196,8 @@ def dedup_cases(folder: str, device: str, quick: bool, repeats: int = 1) -> dict
             runs.append({"bundled trainer": trainer, "TorchRec EBC": ebc})
         for model in ("bundled trainer", "TorchRec EBC"):
             s = {k: statistics.median(r[model][k]["impressions_per_s"] for r in runs) for k in runs[0][model]}
-            extra = (f"{s['dedup-index']:,.0f} | {s['dedup-index'] / s['impression']:.2f}x"
-                     if "dedup-index" in s else "- | -")
+            extra = (f"{s['dedup-pooled']:,.0f} | {s['dedup-pooled'] / s['impression']:.2f}x"
+                     if "dedup-pooled" in s else "- | -")
             first = runs[0]["bundled trainer"]
             aucs = (f"{first['request']['eval']['auc']:.4f} | {first['dedup']['eval']['auc']:.4f}"
                     if model == "bundled trainer" else "- | -")
@@ -256,7 +252,7 @@ def main() -> None:
     print(f"\nDedup: {DEDUP_USERS} repeat users x {DEDUP_REQUESTS_PER_USER} requests, history 100 unchanged between "
           f"a user's requests, converted with --cluster-by user_id (imp/s, medians of {repeats}):\n")
     print("| model | batch (impressions) | impression layout | request layout | request + dedup | dedup / request | "
-          "dedup / impression | dedup-index | dedup-index / impression | AUC request | AUC dedup |")
+          "dedup / impression | dedup, pooled() | dedup, pooled() / impression | AUC request | AUC dedup |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(dedup["rows"]))
     results.append({"dedup": dedup["results"]})

@@ -521,6 +521,46 @@ def test_dedup_kjt_stores_each_distinct_request_row_once_and_pools_the_same(clus
     assert totals["dedup"] <= 0.15 * totals["plain"], totals  # issue 25's target on snapshot histories
 
 
+def test_pooled_is_the_ebc_on_the_impression_layout_values_and_gradients(clustered_out):
+    """roolog.data.pooled(ebc, kjt) against TorchRec pooling the impression layout (every feature copied per
+    impression, no inverse_indices): the same KeyedTensor and the same gradients of every table, with a table
+    shared by a request and an impression feature and a feature pooled by two tables (TorchRec's "f@table")."""
+    from roolog.data import pooled
+
+    batch = next(iter(RequestDataset(clustered_out, batch_requests=64, id_buckets=1000)))
+    request, impression = list(batch.request_ids), list(batch.impression_ids)
+    tables = [EmbeddingBagConfig(name="shared", embedding_dim=4, num_embeddings=1000,
+                                 feature_names=[request[0], impression[0]])]
+    tables += [EmbeddingBagConfig(name=f, embedding_dim=3, num_embeddings=1000, feature_names=[f])
+               for f in request[1:] + impression[1:]]
+    tables.append(EmbeddingBagConfig(name="again", embedding_dim=2, num_embeddings=1000, feature_names=[request[-1]]))
+    torch.manual_seed(0)
+    ebc = EmbeddingBagCollection(tables=tables)
+    weights = None
+    results = {}
+    for name, run in [("impression", lambda: ebc(batch.to_kjt("impression"))),
+                      ("request", lambda: pooled(ebc, batch.to_kjt("request"))),
+                      ("dedup", lambda: pooled(ebc, batch.to_kjt("request", dedup=True)))]:
+        ebc.zero_grad()
+        out = run()
+        if weights is None:
+            weights = torch.randn(out.values().shape)
+        (out.values() * weights).sum().backward()
+        results[name] = (out.keys(), out.values().detach(), [p.grad.clone() for p in ebc.parameters()])
+    assert f"{request[-1]}@again" in results["impression"][0] and results["dedup"][1].shape[0] == batch.impressions
+    keys, values, grads = results["impression"]
+    for name in ("request", "dedup"):
+        assert results[name][0] == keys
+        torch.testing.assert_close(results[name][1], values)
+        for got, want in zip(results[name][2], grads, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)  # (sums in another order)
+    with torch.no_grad():  # and TorchRec's own expansion of the same dedup KJT
+        torch.testing.assert_close(ebc(batch.to_kjt("request", dedup=True)).values(), values)
+    weighted = EmbeddingBagCollection(tables=tables, is_weighted=True)
+    with pytest.raises(UsageProblem, match="weighted"):
+        pooled(weighted, batch.to_kjt("request"))
+
+
 def test_distinct_rows_tell_apart_what_differs_only_in_length_or_order():
     from roolog.data import Jagged, distinct_rows
 
