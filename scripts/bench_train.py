@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 
@@ -168,7 +169,7 @@ def run_torchrec(out: str, layout: str, steps: int, device: str, warmup: int = 3
         seen += batch.impressions
     assert started is not None, "too few batches for the warm-up"
     return {"impressions_per_s": seen / (time.perf_counter() - started), "steps": len(losses),
-            "last_loss": losses[-1], "device": str(dev)}
+            "last_loss": losses[-1], "losses": losses, "device": str(dev)}
 
 
 DEDUP_BATCHES = (512, 4096)  # impressions per batch
@@ -194,6 +195,15 @@ def dedup_cases(folder: str, device: str, quick: bool, repeats: int = 1) -> dict
             ebc = {kind: run_torchrec(out, kind, torchrec_steps, device, batch_impressions=batch)
                    for kind in EBC_LAYOUTS}
             runs.append({"bundled trainer": trainer, "TorchRec EBC": ebc})
+        for r in runs:  # the same weights, batches and steps: every EBC layout follows the impression layout's loss
+            base = np.array(r["TorchRec EBC"]["impression"]["losses"])
+            for kind in EBC_LAYOUTS[1:]:
+                drift = float(np.abs(np.array(r["TorchRec EBC"][kind]["losses"]) - base).max())
+                r["TorchRec EBC"][kind]["loss_drift"] = drift
+                assert drift < 1e-3 * float(np.abs(base).max()), (batch, kind, drift)
+        drifts = {kind: max(r["TorchRec EBC"][kind]["loss_drift"] for r in runs) for kind in EBC_LAYOUTS[1:]}
+        print(f"dedup, batches of {batch}: largest loss difference from the impression layout over {torchrec_steps} "
+              "steps: " + ", ".join(f"{k} {v:.1e}" for k, v in drifts.items()), file=sys.stderr)
         for model in ("bundled trainer", "TorchRec EBC"):
             s = {k: statistics.median(r[model][k]["impressions_per_s"] for r in runs) for k in runs[0][model]}
             extra = (f"{s['dedup-pooled']:,.0f} | {s['dedup-pooled'] / s['impression']:.2f}x"
