@@ -357,7 +357,6 @@ class RequestTable:
     def runs(self) -> pa.RecordBatch:
         """One run per slot, in slot order: the run batch Grouping.fold gives for the same rows."""
         schema = self.g.run_schema()
-        stored = pa.Table.from_batches(self._stored).combine_chunks()
         kept = pa.Table.from_batches(self._kept).combine_chunks()
         slots, seq = np.concatenate(self._row_slots), np.concatenate(self._row_seq)
         order = np.argsort(slots, kind="stable") if (np.diff(seq) > 0).all() else np.lexsort((seq, slots))
@@ -369,8 +368,9 @@ class RequestTable:
         for f in self.g.schema:
             if f.name in flat:
                 arrays.append(as_list(flat[f.name] if reorder is None else take(flat[f.name], reorder), offsets))
-            else:
-                arrays.append(stored.column(f.name).combine_chunks())
+            else:  # the slots' values, copied once (not at all when they are one chunk)
+                chunks = [b.column(f.name) for b in self._stored]
+                arrays.append(chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks))
         arrays += [pa.array(lengths, pa.int64()), pa.array(seq[order[offsets[:-1]]], pa.int64()),
                    pa.array(np.concatenate(self._slot_hashes))]
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
