@@ -227,9 +227,9 @@ def pooled(ebc, kjt):
     from torchrec.modules.embedding_modules import get_embedding_names_by_table
     from torchrec.sparse.jagged_tensor import KeyedTensor
 
-    inverse = kjt.inverse_indices_or_none()
     if ebc.is_weighted():
         raise UsageProblem("pooled: a weighted EmbeddingBagCollection needs weights, which to_kjt does not give")
+    inverse = kjt.inverse_indices_or_none()
     if inverse is None:
         return ebc(kjt)
     index = dict(zip(inverse[0], inverse[1], strict=True))

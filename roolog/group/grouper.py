@@ -263,7 +263,6 @@ class RequestTable:
         self._sorted_hashes = np.empty(0, dtype=np.uint64)  # every slot's key hash, sorted
         self._sorted_slots = np.empty(0, dtype=np.int64)  # the slot of each
         self._stored: list[pa.RecordBatch] = []  # key and request-level columns, a row per slot, chunk by chunk
-        self._chunk_starts: list[int] = []  # the first slot of each chunk
         self._slot_hashes: list[np.ndarray] = []
         self._kept: list[pa.RecordBatch] = []  # the impression-level columns of every row added
         self._row_slots: list[np.ndarray] = []
@@ -288,7 +287,7 @@ class RequestTable:
         slot = np.empty(n, dtype=np.int64)
         slot[found] = self._sorted_slots[pos[found]]
         new = np.flatnonzero(~found)
-        chunks, starts = list(self._stored), list(self._chunk_starts)
+        chunks = list(self._stored)
         opened = None
         if len(new):
             unique, first, inverse = np.unique(hashes[new], return_index=True, return_inverse=True)
@@ -297,8 +296,8 @@ class RequestTable:
             slot[new] = self.slots + rank[inverse.ravel()]
             opened = new[np.sort(first)]  # the rows whose values the new slots store
             chunks.append(take_rows(rows.select(self._stored_names()), opened))
-            starts.append(self.slots)
-        chunk_of = np.searchsorted(np.asarray(starts), slot, side="right") - 1
+        starts = np.cumsum([0, *(b.num_rows for b in chunks[:-1])])  # each chunk's first slot
+        chunk_of = np.searchsorted(starts, slot, side="right") - 1
         by_chunk = [(c, np.flatnonzero(chunk_of == c)) for c in range(len(chunks))]
         by_chunk = [(c, r) for c, r in by_chunk if len(r)]
 
@@ -323,7 +322,6 @@ class RequestTable:
             chunks = [b.drop_columns([col]) for b in chunks]
         if opened is not None:
             self._stored.append(chunks[-1])
-            self._chunk_starts.append(self.slots)
             self._slot_hashes.append(hashes[opened])
             self.slots += len(opened)
             merged = np.concatenate([self._sorted_hashes, hashes[opened]])

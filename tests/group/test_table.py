@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from roolog.errors import RoologError
-from roolog.group import grouper as table_module
+from roolog.group import grouper as grouper_module
 from roolog.group.grouper import Grouping, RequestTable
 from roolog.group.schema import Levels
 from roolog.synthetic import generate_impressions
@@ -86,8 +86,8 @@ def test_two_keys_of_one_hash_are_refused_and_nothing_changes(monkeypatch):
     pool = RequestTable(g)
     assert pool.add(batches[0], np.arange(batches[0].num_rows), "log")
     before = (pool.rows, pool.slots, pool.nbytes)
-    real = table_module.key_hashes
-    monkeypatch.setattr(table_module, "key_hashes", lambda cols: np.zeros(len(cols[0]), np.uint64) + real(
+    real = grouper_module.key_hashes
+    monkeypatch.setattr(grouper_module, "key_hashes", lambda cols: np.zeros(len(cols[0]), np.uint64) + real(
         [batches[0].column("request_id").slice(0, 1)])[0])  # every key hashes as the first one did
     assert not pool.add(batches[1], np.arange(50, 50 + batches[1].num_rows), "log")
     assert (pool.rows, pool.slots, pool.nbytes) == before
